@@ -1,0 +1,3 @@
+from genfusion.cli import main
+
+raise SystemExit(main())

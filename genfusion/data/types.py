@@ -1,0 +1,139 @@
+"""Camera and Scene: every reader converts its format into these, once, at the edge.
+
+Conventions (OpenCV): x right, y down, z forward; ``camtoworld`` is a 4x4 camera-to-world
+matrix; ``K`` holds intrinsics in pixels of the image as stored on disk (after any downscale the
+reader applied); distortion coefficients follow OpenCV's order ``(k1, k2, p1, p2[, k3[, k4, k5,
+k6]])``. Images load as float32 HxWx3 in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Camera:
+    """One posed photograph."""
+
+    camtoworld: np.ndarray  # (4, 4) float64 camera-to-world, OpenCV axes
+    K: np.ndarray  # (3, 3) float64 intrinsics in pixels
+    width: int  # image width in pixels
+    height: int  # image height in pixels
+    image_path: Path | None = None  # the photo on disk (None for purely virtual cameras)
+    distortion: np.ndarray | None = None  # OpenCV coefficients (k1,k2,p1,p2[,k3...]); None = pinhole
+    model: str = "PINHOLE"  # camera model as named by the source (COLMAP names), for reporting
+    name: str = ""  # stable identifier, usually the image file name relative to the images folder
+    camera_id: int = 0  # cameras sharing intrinsics share an id (COLMAP camera id)
+
+    def __post_init__(self) -> None:
+        self.camtoworld = np.asarray(self.camtoworld, dtype=np.float64).reshape(4, 4)
+        self.K = np.asarray(self.K, dtype=np.float64).reshape(3, 3)
+        if self.distortion is not None:
+            self.distortion = np.asarray(self.distortion, dtype=np.float64).ravel()
+            if not np.any(self.distortion):
+                self.distortion = None
+        if self.image_path is not None:
+            self.image_path = Path(self.image_path)
+
+    @property
+    def center(self) -> np.ndarray:
+        """Camera centre in world coordinates, (3,)."""
+        return self.camtoworld[:3, 3].copy()
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """Camera-to-world rotation, (3, 3)."""
+        return self.camtoworld[:3, :3].copy()
+
+    @property
+    def worldtocam(self) -> np.ndarray:
+        """World-to-camera 4x4 (the "viewmat" renderers take)."""
+        return np.linalg.inv(self.camtoworld)
+
+    @property
+    def fx(self) -> float:
+        return float(self.K[0, 0])
+
+    @property
+    def fy(self) -> float:
+        return float(self.K[1, 1])
+
+    @property
+    def cx(self) -> float:
+        return float(self.K[0, 2])
+
+    @property
+    def cy(self) -> float:
+        return float(self.K[1, 2])
+
+    def scaled(self, factor: float) -> Camera:
+        """The same camera for an image resized by ``factor`` (0.5 halves the resolution).
+
+        Uses the pixel-corner convention: a pixel centre at u maps to (u + 0.5) * f - 0.5, which
+        for the principal point is what OpenCV's resize implies.
+        """
+        width = max(1, int(round(self.width * factor)))
+        height = max(1, int(round(self.height * factor)))
+        sx, sy = width / self.width, height / self.height
+        K = self.K.copy()
+        K[0, 0] *= sx
+        K[1, 1] *= sy
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        return replace(self, K=K, width=width, height=height)
+
+
+@dataclass
+class Scene:
+    """A set of posed cameras plus optional sparse geometry, as read from a capture."""
+
+    cameras: list[Camera]  # every posed image, in a stable (name-sorted) order
+    root: Path  # the folder the scene was read from
+    format: str  # detected source format: "colmap", "transforms", "llff", ...
+    points: np.ndarray | None = None  # (P, 3) float64 sparse points (SfM) in world coordinates
+    point_colors: np.ndarray | None = None  # (P, 3) float32 in [0, 1], colours of ``points``
+    near_far: np.ndarray | None = None  # (N, 2) per-camera depth bounds when the format has them
+    aabb_scale: float | None = None  # instant-ngp's scene-extent hint, when present
+    missing_images: list[str] = field(default_factory=list)  # files the pose file names but lacks
+    notes: list[str] = field(default_factory=list)  # human-readable remarks made while loading
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+    @property
+    def camtoworlds(self) -> np.ndarray:
+        """(N, 4, 4) camera-to-world matrices."""
+        return np.stack([c.camtoworld for c in self.cameras])
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(N, 3) camera centres."""
+        return np.stack([c.center for c in self.cameras])
+
+    @property
+    def Ks(self) -> np.ndarray:
+        """(N, 3, 3) intrinsics."""
+        return np.stack([c.K for c in self.cameras])
+
+    @property
+    def has_points(self) -> bool:
+        return self.points is not None and len(self.points) > 0
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned box holding the camera centres and (when present) the sparse points,
+        ignoring the 1% most extreme points on each side so stray SfM points do not blow it up."""
+        pts = self.centers
+        if self.has_points:
+            lo = np.percentile(self.points, 1, axis=0)
+            hi = np.percentile(self.points, 99, axis=0)
+            pts = np.concatenate([pts, lo[None], hi[None]])
+        return pts.min(axis=0), pts.max(axis=0)
+
+    def subset(self, indices: list[int] | np.ndarray) -> Scene:
+        """A scene with only the given cameras (points kept as they are)."""
+        idx = [int(i) for i in indices]
+        near_far = self.near_far[idx] if self.near_far is not None else None
+        return replace(self, cameras=[self.cameras[i] for i in idx], near_far=near_far)
