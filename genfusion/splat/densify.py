@@ -1,0 +1,78 @@
+"""Densification: gsplat's strategies configured from a ``ReconstructConfig``, plus two fixes.
+
+- ``DefaultStrategy`` (3DGS clone / split / prune) is pure torch and runs on CPU: its only CUDA
+  call, ``torch.cuda.empty_cache()``, is a no-op while CUDA is uninitialised (tests check that
+  CUDA is never initialised). For 2DGS the screen-space gradient is ``gradient_2dgs``, as in
+  gsplat's 2DGS trainer.
+- gsplat 1.5.3's opacity reset condition ``step % reset_every == 0 & step > 0`` parses as
+  ``step % reset_every == (0 & step) > 0`` and is never true, so the trainer resets opacities
+  itself with :func:`reset_opacities` (idempotent if a later gsplat fixes it).
+- ``max_gaussians`` is enforced after each refinement by dropping the least opaque Gaussians.
+- ``MCMCStrategy`` needs gsplat's CUDA relocation kernel: CUDA only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gsplat.strategy import DefaultStrategy, MCMCStrategy, Strategy
+from gsplat.strategy.ops import remove, reset_opa
+
+from genfusion.splat.config import ReconstructConfig, Schedule
+
+# gsplat's prune thresholds: 2DGS surfels are pruned earlier (simple_trainer_2dgs), 3DGS later.
+DEFAULT_PRUNE_OPACITY = {"2dgs": 0.05, "3dgs": 0.005}
+
+
+def build_strategy(config: ReconstructConfig, schedule: Schedule, device: torch.device) -> Strategy:
+    """The densification strategy of a run."""
+    if config.densification == "mcmc":
+        return MCMCStrategy(
+            cap_max=config.mcmc_cap,
+            refine_start_iter=schedule.refine_start,
+            refine_stop_iter=max(schedule.refine_stop, schedule.refine_start + 1),
+            refine_every=schedule.refine_every,
+        )
+    prune_opa = config.prune_opacity or DEFAULT_PRUNE_OPACITY[config.method]
+    return DefaultStrategy(
+        prune_opa=prune_opa,
+        grow_grad2d=config.grow_grad2d,
+        grow_scale3d=config.grow_scale3d,
+        prune_scale3d=config.prune_scale3d,
+        refine_start_iter=schedule.refine_start,
+        refine_stop_iter=schedule.refine_stop,
+        reset_every=schedule.reset_every,
+        refine_every=schedule.refine_every,
+        key_for_gradient="gradient_2dgs" if config.method == "2dgs" else "means2d",
+    )
+
+
+@torch.no_grad()
+def reset_opacities(
+    splats: torch.nn.ParameterDict,
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict[str, Any],
+    value: float,
+) -> None:
+    """Clamp every opacity to at most ``value`` and clear its Adam moments (3DGS reset)."""
+    reset_opa(params=splats, optimizers=optimizers, state=state, value=value)
+
+
+@torch.no_grad()
+def enforce_cap(
+    splats: torch.nn.ParameterDict,
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict[str, Any],
+    max_gaussians: int,
+) -> int:
+    """Drop the least opaque Gaussians beyond ``max_gaussians``; returns how many were dropped."""
+    count = int(splats["means"].shape[0])
+    excess = count - max_gaussians
+    if max_gaussians <= 0 or excess <= 0:
+        return 0
+    order = torch.argsort(splats["opacities"].flatten())
+    mask = torch.zeros(count, dtype=torch.bool, device=splats["means"].device)
+    mask[order[:excess]] = True
+    remove(params=splats, optimizers=optimizers, state=state, mask=mask)
+    return excess
