@@ -1,0 +1,165 @@
+"""Binning of projected Gaussians into 16x16 tiles and grouping of tiles into padded batches.
+
+Vectorised, as gsplat's ``isect_tiles``: every (Gaussian, tile) pair its bounding box touches
+becomes an intersection, ordered by camera, tile, then depth. The tiled rasterisers then
+composite tiles in *groups* of similar depth complexity, padded to a common length K, so that one
+group is a dense [G, K, P] block (P = 256 pixels) without much padding waste and with a memory
+bound of ``max_elements`` per block.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from genfusion.splat.projection import TILE_SIZE, tile_bounds
+
+PIXELS_PER_TILE = TILE_SIZE * TILE_SIZE
+
+
+@dataclass
+class TileGroup:
+    """A batch of G tiles composited together as one padded [G, K, P] block."""
+
+    tile_ids: Tensor  # [G] global tile index (camera * tiles_per_image + row * tiles_x + col)
+    gaussian_ids: Tensor  # [G, K] flat Gaussian index (camera * N + gaussian), depth-sorted
+    valid: Tensor  # [G, K] bool, False on padding
+    pixel_x: Tensor  # [G, 1, P] pixel-centre x coordinates of each tile's pixels
+    pixel_y: Tensor  # [G, 1, P] pixel-centre y coordinates
+
+
+@dataclass
+class TileBins:
+    """All intersections of one render, grouped for the rasteriser."""
+
+    n_cameras: int  # C
+    tiles_x: int  # tiles per image row
+    tiles_y: int  # tiles per image column
+    n_intersections: int  # number of (Gaussian, tile) pairs
+    groups: list[TileGroup]  # padded batches covering every non-empty tile once
+
+    @property
+    def n_tiles(self) -> int:
+        """Total number of tiles over all cameras."""
+        return self.n_cameras * self.tiles_x * self.tiles_y
+
+
+def bin_gaussians(
+    means2d: Tensor,
+    radii: Tensor,
+    depths: Tensor,
+    width: int,
+    height: int,
+    *,
+    max_elements: int = 1 << 22,
+    min_fill: float = 0.6,
+) -> TileBins:
+    """Intersect Gaussians with tiles and form padded tile groups.
+
+    Args:
+        means2d: [C, N, 2] projected centres. radii: [C, N, 2] int (0 = culled). depths: [C, N].
+        max_elements: bound on G * K * P for one group (memory per temporary = 4 bytes each).
+        min_fill: a group is closed when the next tile's length falls below this fraction of the
+            group's K (limits padding waste).
+    """
+    n_cameras, n_gaussians = depths.shape
+    device = depths.device
+    tiles_x = math.ceil(width / TILE_SIZE)
+    tiles_y = math.ceil(height / TILE_SIZE)
+    per_image = tiles_x * tiles_y
+    with torch.no_grad():
+        lo, hi = tile_bounds(means2d, radii, width, height)
+        span = hi - lo  # [C, N, 2]
+        counts = span[..., 0] * span[..., 1]  # [C, N]
+        order = torch.argsort(depths.detach(), dim=1, stable=True)  # front to back per camera
+        flat_sorted = (order + torch.arange(n_cameras, device=device)[:, None] * n_gaussians).reshape(-1)
+        counts_sorted = counts.reshape(-1)[flat_sorted]
+        keep = counts_sorted > 0
+        flat_sorted, counts_sorted = flat_sorted[keep], counts_sorted[keep]
+        n_isect = int(counts_sorted.sum())
+        gauss = torch.repeat_interleave(flat_sorted, counts_sorted)
+        first = torch.cumsum(counts_sorted, 0) - counts_sorted
+        local = torch.arange(n_isect, device=device) - torch.repeat_interleave(first, counts_sorted)
+        lo_flat, span_flat = lo.reshape(-1, 2)[gauss], span.reshape(-1, 2)[gauss]
+        tile_col = lo_flat[:, 0] + local % span_flat[:, 0]
+        tile_row = lo_flat[:, 1] + local // span_flat[:, 0]
+        camera = gauss // n_gaussians
+        tile_id = camera * per_image + tile_row * tiles_x + tile_col
+        tile_id, perm = torch.sort(tile_id, stable=True)
+        flatten_ids = gauss[perm]
+        n_tiles = n_cameras * per_image
+        tile_counts = torch.bincount(tile_id, minlength=n_tiles)
+        tile_starts = torch.cumsum(tile_counts, 0) - tile_counts
+        groups = _make_groups(
+            flatten_ids, tile_counts, tile_starts, tiles_x, per_image, max_elements, min_fill, means2d.dtype
+        )
+    return TileBins(
+        n_cameras=n_cameras, tiles_x=tiles_x, tiles_y=tiles_y, n_intersections=n_isect, groups=groups
+    )
+
+
+def _make_groups(
+    flatten_ids: Tensor,
+    tile_counts: Tensor,
+    tile_starts: Tensor,
+    tiles_x: int,
+    per_image: int,
+    max_elements: int,
+    min_fill: float,
+    dtype: torch.dtype,
+) -> list[TileGroup]:
+    device = flatten_ids.device
+    nonempty = torch.nonzero(tile_counts > 0).squeeze(1)
+    if nonempty.numel() == 0:
+        return []
+    by_length = nonempty[torch.argsort(tile_counts[nonempty], descending=True, stable=True)]
+    lengths = tile_counts[by_length].tolist()
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(lengths) + 1):
+        if i == len(lengths):
+            bounds.append((start, i))
+            break
+        k = lengths[start]
+        too_big = (i - start + 1) * k * PIXELS_PER_TILE > max_elements
+        if too_big or lengths[i] < min_fill * k:
+            bounds.append((start, i))
+            start = i
+    offsets = torch.arange(PIXELS_PER_TILE, device=device)
+    local_x = (offsets % TILE_SIZE).to(dtype) + 0.5
+    local_y = (offsets // TILE_SIZE).to(dtype) + 0.5
+    groups = []
+    for a, b in bounds:
+        tiles = by_length[a:b]
+        k = lengths[a]
+        slot = torch.arange(k, device=device)
+        valid = slot[None] < tile_counts[tiles][:, None]
+        index = (tile_starts[tiles][:, None] + slot[None]).clamp(max=flatten_ids.numel() - 1)
+        in_image = tiles % per_image
+        origin_x = (in_image % tiles_x * TILE_SIZE).to(dtype)[:, None, None]
+        origin_y = (in_image // tiles_x * TILE_SIZE).to(dtype)[:, None, None]
+        groups.append(
+            TileGroup(
+                tile_ids=tiles,
+                gaussian_ids=flatten_ids[index],
+                valid=valid,
+                pixel_x=origin_x + local_x,
+                pixel_y=origin_y + local_y,
+            )
+        )
+    return groups
+
+
+def tiles_to_image(
+    tiles: Tensor, n_cameras: int, tiles_x: int, tiles_y: int, width: int, height: int
+) -> Tensor:
+    """[C * T, P, F] per-tile pixels to [C, H, W, F] images (cropping the partial border tiles)."""
+    channels = tiles.shape[-1]
+    grid = tiles.reshape(n_cameras, tiles_y, tiles_x, TILE_SIZE, TILE_SIZE, channels)
+    image = grid.permute(0, 1, 3, 2, 4, 5).reshape(
+        n_cameras, tiles_y * TILE_SIZE, tiles_x * TILE_SIZE, channels
+    )
+    return image[:, :height, :width]
