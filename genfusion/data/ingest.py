@@ -101,8 +101,9 @@ def input_kind(path: Path) -> str:
 # ----------------------------------------------------------------------------- images
 
 
-def _open_verified(path: Path, shown_as: str | Path):
-    """Fully decode an image with PIL (truncated files fail here), EXIF rotation applied."""
+def open_verified_image(path: Path, shown_as: str | Path):
+    """Fully decode an image with PIL (truncated files fail here): returns (upright PIL image,
+    raw EXIF bytes or None, whether an EXIF rotation was applied); errors name ``shown_as``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -128,7 +129,7 @@ def write_clean_image(
     Copied byte for byte when possible; re-encoded (same name stem) when it needs an EXIF
     rotation, a downscale or a format change.
     """
-    image, exif, rotated = _open_verified(src, shown_as)
+    image, exif, rotated = open_verified_image(src, shown_as)
     size = fit_long_side(image.width, image.height, config.max_size)
     suffix = Path(name).suffix.lower()
     if not rotated and size == image.size and suffix in PASSTHROUGH_SUFFIXES:

@@ -4,6 +4,12 @@ Conventions (OpenCV): x right, y down, z forward; ``camtoworld`` is a 4x4 camera
 matrix; ``K`` holds intrinsics in pixels of the image as stored on disk (after any downscale the
 reader applied); distortion coefficients follow OpenCV's order ``(k1, k2, p1, p2[, k3[, k4, k5,
 k6]])``. Images load as float32 HxWx3 in [0, 1].
+
+Pixel convention (also OpenCV's): the *centre* of pixel (0, 0) sits at (0, 0), so a principal
+point in the middle of a W-pixel-wide image is at (W - 1) / 2. COLMAP, nerfstudio, instant-ngp and
+LLFF put the centre of pixel (0, 0) at (0.5, 0.5); their readers and writers in ``genfusion.data``
+subtract / add 0.5 to cx, cy at the edge. A renderer that samples pixel (i, j) at (j + 0.5, i + 0.5)
+(gsplat does) must add 0.5 to cx, cy of these K before rasterising.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ class Camera:
     model: str = "PINHOLE"  # camera model as named by the source (COLMAP names), for reporting
     name: str = ""  # stable identifier, usually the image file name relative to the images folder
     camera_id: int = 0  # cameras sharing intrinsics share an id (COLMAP camera id)
+    # How ``genfusion.data.load_image`` turns the file into this camera's pixels. The file may be
+    # larger than (width, height) (it is resized with cv2.INTER_AREA) and, when source_distortion
+    # is set, distorted (it is undistorted into the pinhole K above first).
+    source_K: np.ndarray | None = None  # (3, 3) intrinsics of the file as stored, when distorted
+    source_distortion: np.ndarray | None = None  # OpenCV coefficients load_image removes; None = none
+    cache_dir: Path | None = None  # where load_image caches processed images (None = no cache)
 
     def __post_init__(self) -> None:
         self.camtoworld = np.asarray(self.camtoworld, dtype=np.float64).reshape(4, 4)
@@ -37,6 +49,12 @@ class Camera:
                 self.distortion = None
         if self.image_path is not None:
             self.image_path = Path(self.image_path)
+        if self.source_K is not None:
+            self.source_K = np.asarray(self.source_K, dtype=np.float64).reshape(3, 3)
+        if self.source_distortion is not None:
+            self.source_distortion = np.asarray(self.source_distortion, dtype=np.float64).ravel()
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir)
 
     @property
     def center(self) -> np.ndarray:

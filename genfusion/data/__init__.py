@@ -1,0 +1,8 @@
+"""Captures in: Camera/Scene types, readers (COLMAP, transforms.json, LLFF), image loading with
+undistortion and downscaling, writers, and the train/test splits every experiment uses."""
+
+from genfusion.data.images import load_image, verify_images
+from genfusion.data.load import detect_format, load_scene
+from genfusion.data.types import Camera, Scene
+
+__all__ = ["Camera", "Scene", "detect_format", "load_image", "load_scene", "verify_images"]
