@@ -163,15 +163,16 @@ def _exif_without_rotation(exif: bytes | None) -> bytes:
 
 
 def _image_root(folder: Path) -> Path:
-    """The folder whose files are the photos: ``folder`` itself, its ``images/`` sub-folder, or
-    (for a zip that wraps everything in one directory) its only sub-folder."""
+    """The folder whose files are the photos: ``folder`` itself when it holds images, else its
+    ``images/`` sub-folder (a scene folder), else its only sub-folder (a zip that wraps
+    everything in one directory)."""
     entries = [p for p in folder.iterdir() if not is_ignored(p.name)]
-    if any(p.is_file() for p in entries):
+    if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in entries):
         return folder
-    dirs = [p for p in entries if p.is_dir()]
     if (folder / "images").is_dir():
         return folder / "images"
-    if len(dirs) == 1:
+    dirs = [p for p in entries if p.is_dir()]
+    if len(dirs) == 1 and not any(p.is_file() for p in entries):
         return _image_root(dirs[0])
     return folder
 

@@ -103,11 +103,12 @@ def read_report(colmap_dir: str | Path) -> dict:
 
 @contextmanager
 def _quiet_pycolmap() -> Iterator[None]:
-    """Silence pycolmap's INFO log lines (progress goes through ProgressEvent instead)."""
+    """Silence pycolmap's log lines below FATAL: progress goes through ProgressEvent, and its
+    failures ("Failed to create any sparse model") become our own GenFusionError."""
     import pycolmap
 
     previous = pycolmap.logging.minloglevel
-    pycolmap.logging.minloglevel = max(previous, int(pycolmap.logging.WARNING))
+    pycolmap.logging.minloglevel = max(previous, int(pycolmap.logging.FATAL))
     try:
         yield
     finally:
