@@ -18,10 +18,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pycolmap
 import pytest
 from PIL import Image
 
+from genfusion.data import load_scene
 from genfusion.data.align import pose_errors
 from genfusion.data.ingest import IngestConfig
 from genfusion.data.sfm import SfMConfig, choose_matcher, estimate_poses, read_report
@@ -56,16 +56,10 @@ def _downscaled_fox(fox_dir: Path, folder: Path, count: int, long_side: int = 48
 
 
 def _camtoworlds(colmap_dir: Path) -> dict[str, np.ndarray]:
-    """name -> camera-to-world of a written model (read back with pycolmap directly, as the
-    project's COLMAP reader would)."""
-    model = pycolmap.Reconstruction(colmap_dir / "sparse" / "0")
-    poses = {}
-    for image in model.images.values():
-        if image.has_pose:
-            worldtocam = np.eye(4)
-            worldtocam[:3] = image.cam_from_world().matrix()
-            poses[image.name] = np.linalg.inv(worldtocam)
-    return poses
+    """name -> camera-to-world of a written model, read back by the project's own reader."""
+    scene = load_scene(colmap_dir, undistort=False)
+    assert scene.format == "colmap"
+    return {camera.name: camera.camtoworld for camera in scene.cameras}
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +99,13 @@ def test_fox_dozen_matches_reference_poses(fox_run, fox_dir: Path):
     assert errors.center_relative.max() < 0.03
 
     # the shared camera's focal length agrees with the reference scaled to 480 px
-    camera = next(iter(pycolmap.Reconstruction(out / "sparse" / "0").cameras.values()))
+    scene = load_scene(out, undistort=False)
+    camera = scene.cameras[0]
     meta = json.loads((fox_dir / "transforms.json").read_text())
-    assert camera.width == 270 and camera.height == 480
-    assert camera.params[0] == pytest.approx(meta["fl_x"] * 480 / 1920, rel=0.03)
+    assert camera.model == "SIMPLE_RADIAL" and {c.camera_id for c in scene.cameras} == {camera.camera_id}
+    assert (camera.width, camera.height) == (270, 480)
+    assert camera.fx == pytest.approx(meta["fl_x"] * 480 / 1920, rel=0.03)
+    assert scene.has_points
 
 
 def test_fox_progress_goes_through_every_stage(fox_run):
