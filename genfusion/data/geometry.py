@@ -59,7 +59,8 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
 
 def opengl_to_opencv(camtoworld: np.ndarray) -> np.ndarray:
     """Camera-to-world in OpenGL camera axes -> OpenCV camera axes (its own inverse)."""
-    return np.asarray(camtoworld, dtype=np.float64) @ _GL_TO_CV
+    with np.errstate(invalid="ignore"):  # NaN poses pass through to validate_pose's message
+        return np.asarray(camtoworld, dtype=np.float64) @ _GL_TO_CV
 
 
 opencv_to_opengl = opengl_to_opencv
