@@ -136,3 +136,18 @@ def prepare_splats(splats: Mapping[str, Tensor], *, method: str = "3dgs") -> Exp
         reason = f" ({dropped} had NaN/inf parameters)" if dropped else ""
         raise GenFusionError(f"there are no Gaussians to export{reason}; train the run again.")
     return ExportSplats(means, quats, scales, opacities, sh0, shN, method=method, dropped=dropped)
+
+
+def sh_degree_of(splats: Mapping[str, Tensor]) -> int:
+    """The SH degree a splats mapping stores (from the row count of ``shN``; 0 without it)."""
+    rest = splats["shN"].shape[1] if "shN" in splats else 0
+    return math.isqrt(rest + 1) - 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GenFusionError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
+    return torch.device(name)
