@@ -176,8 +176,14 @@ def load_image_uint8(camera: Camera) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def load_image(camera: Camera) -> np.ndarray:
-    """The camera's image as float32 (height, width, 3) in [0, 1] (see :func:`load_image_uint8`)."""
+def load_image(camera: Camera | Path | str) -> np.ndarray:
+    """The camera's image as float32 (height, width, 3) in [0, 1] (see :func:`load_image_uint8`).
+
+    Given a path instead of a camera it returns the file exactly as stored: no undistortion and
+    no resizing, so pass the camera whenever the pixels must match its K.
+    """
+    if isinstance(camera, str | Path):
+        return decode_image(Path(camera)).astype(np.float32) / 255.0
     return load_image_uint8(camera).astype(np.float32) / 255.0
 
 

@@ -75,8 +75,9 @@ class Split:
         return [scene.cameras[i] for i in self.test]
 
 
-def holdout_split(n: int, every: int = HOLDOUT_EVERY) -> Split:
-    """Test views 0, every, 2*every, ...; the rest train."""
+def holdout_split(n: int | Scene, every: int = HOLDOUT_EVERY) -> Split:
+    """Test views 0, every, 2*every, ...; the rest train (``n``: image count, or the scene)."""
+    n = n if isinstance(n, int) else len(n)
     if every < 2:
         raise GenFusionError(
             f"hold-out spacing must be 2 or more (got {every}).", hint="Use 8, the usual choice."

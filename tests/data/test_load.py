@@ -48,6 +48,8 @@ def test_fox_downscale_and_undistort_on_load(fox_dir: Path, tmp_path: Path):
     uimage = load_image(ucam)
     assert uimage.shape == (480, 270, 3)
     assert np.abs(uimage - image).mean() > 0.005  # the pixels were actually warped
+    as_stored = load_image(cam.image_path)  # a path: the file as it is, full size, distorted
+    assert as_stored.shape == (1920, 1080, 3) and as_stored.dtype == np.float32
 
 
 def test_fern_llff(fern_dir: Path, tmp_path: Path):

@@ -20,6 +20,7 @@ def test_holdout_every_eighth():
     assert split.test == [0, 8, 16]
     assert split.train == [i for i in range(20) if i not in (0, 8, 16)]
     assert holdout_split(9, every=4).test == [0, 4, 8]
+    assert holdout_split(_synthetic_scene(20, 8, 6)) == split  # a scene counts as its length
 
 
 def _min_pairwise(points: np.ndarray) -> float:
