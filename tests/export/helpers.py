@@ -42,3 +42,49 @@ def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, -1.0, 0.0)) -> np.ndarray:
 def intrinsics(width: int, height: int, fov_deg: float = 60.0) -> np.ndarray:
     f = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
+
+
+def fibonacci_sphere(n: int) -> np.ndarray:
+    """``n`` nearly evenly spread unit vectors."""
+    i = np.arange(n) + 0.5
+    polar = np.arccos(1 - 2 * i / n)
+    azimuth = math.pi * (1 + 5**0.5) * i
+    return np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1)
+
+
+def sphere_surfels(n: int = 500, sh0=(1.5, -1.0, -1.0)) -> dict[str, torch.Tensor]:
+    """2DGS surfels tangent to the unit sphere (normal = radial), opaque, one colour."""
+    from scipy.spatial.transform import Rotation
+
+    normals = fibonacci_sphere(n)
+    x = np.cross(normals, [0.3, 0.5, 0.8])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    frames = np.stack([x, np.cross(normals, x), normals], axis=2)  # columns: tangent, tangent, normal
+    xyzw = Rotation.from_matrix(frames).as_quat()
+    size = math.sqrt(4 * math.pi / n) * 0.7
+    return {
+        "means": torch.tensor(normals, dtype=torch.float32),
+        "quats": torch.tensor(xyzw[:, [3, 0, 1, 2]], dtype=torch.float32),
+        "scales": torch.full((n, 3), math.log(size)),
+        "opacities": torch.full((n,), 4.0),
+        "sh0": torch.tensor([[sh0]], dtype=torch.float32).repeat(n, 1, 1),
+        "shN": torch.zeros(n, 0, 3),
+    }
+
+
+def orbit_cameras(count: int, size: int, radius: float = 3.0, fov_deg: float = 50.0):
+    """Cameras around the origin (a wavy ring plus top and bottom), all looking at it."""
+    from genfusion.data.types import Camera
+
+    K = intrinsics(size, size, fov_deg)
+    cameras = []
+    for k in range(count):
+        a = 2 * math.pi * k / count
+        el = 0.6 * math.sin(3 * a)
+        eye = radius * np.array([math.cos(a) * math.cos(el), math.sin(a) * math.cos(el), math.sin(el)])
+        cameras.append(
+            Camera(camtoworld=look_at(eye, up=(0, 0, -1)), K=K, width=size, height=size, name=f"{k}")
+        )
+    for z in (radius, -radius):
+        cameras.append(Camera(camtoworld=look_at((0, 0, z), up=(0, -1, 0)), K=K, width=size, height=size))
+    return cameras
