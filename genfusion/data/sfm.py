@@ -43,7 +43,7 @@ class SfMConfig:
 
     ingest: IngestConfig = field(default_factory=IngestConfig)  # how uploads become images
     matcher: str = "auto"  # "auto", "exhaustive" or "sequential" (auto: see choose_matcher)
-    exhaustive_max_images: int = 60  # auto: photo sets up to this size match every pair
+    exhaustive_max_images: int = 40  # auto: photo sets up to this size match every pair (n^2 pairs)
     sequential_overlap: int = 10  # sequential: match each image with this many successors
     camera_model: str = "SIMPLE_RADIAL"  # COLMAP model; OPENCV for strong lens distortion
     single_camera: bool = True  # one camera for all images (one phone); False: one per image
