@@ -145,6 +145,8 @@ def sample_video(
             emit(progress, ProgressEvent("ingest", index + 1, frame_count, f"reading frame {index + 1}"))
     assert current is not None  # _read_frames raises when there are no frames
     flush(current)
+    # The container's frame count is only an estimate: close the stage on what was really read.
+    emit(progress, ProgressEvent("ingest", frames_read, frames_read, f"sampled {len(candidates)} frames"))
 
     # Windows whose best frame is still far blurrier than the typical one (fast pans, motion
     # blur across the whole window) hurt SfM more than a gap in the sequence does.

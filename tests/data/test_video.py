@@ -55,8 +55,11 @@ def test_sharpest_frame_of_each_window_is_kept(fox_dir: Path, tmp_path: Path):
     video = _write_video(tmp_path / "walk.mp4", frames)
     out = tmp_path / "frames"
     out.mkdir()
-    samples = sample_video(video, out, fps=5.0)
+    events = []
+    samples = sample_video(video, out, fps=5.0, progress=events.append)
     assert samples.frames_read == 20
+    assert events[-1].step == events[-1].total == 20
+    assert [e.step for e in events] == sorted(e.step for e in events)
     assert len(samples.names) == 10
     indices = [int(name[6:12]) for name in samples.names]
     assert indices[3] == 7, indices
