@@ -148,15 +148,30 @@ def read_images_binary(path: Path) -> dict[int, ColmapImage]:
 
 
 def read_points3d_binary(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with open(path, "rb") as fid:
-        (count,) = _read(fid, "Q", path)
-        ids = np.zeros(count, np.int64)
-        xyz = np.zeros((count, 3))
-        rgb = np.zeros((count, 3), np.uint8)
+    """Points are parsed from one in-memory buffer (unpack_from per point): big models have
+    hundreds of thousands of them, and per-point file reads would dominate."""
+    data = path.read_bytes()
+    if len(data) < 8:
+        with open(path, "rb") as fid:
+            _read(fid, "Q", path)  # raises the truncation error
+    (count,) = struct.unpack_from("<Q", data, 0)
+    record = struct.Struct("<QdddBBBdQ")
+    track_entry = struct.calcsize("<ii")  # (image id, point2D idx) per observation: unused
+    ids = np.zeros(count, np.int64)
+    xyz = np.zeros((count, 3))
+    rgb = np.zeros((count, 3), np.uint8)
+    offset = 8
+    try:
         for i in range(count):
-            values = _read(fid, "QdddBBBdQ", path)
+            values = record.unpack_from(data, offset)
             ids[i], xyz[i], rgb[i] = values[0], values[1:4], values[4:7]
-            fid.seek(values[8] * struct.calcsize("<ii"), 1)  # track (image id, point2D idx): unused
+            offset += record.size + values[8] * track_entry
+    except struct.error:
+        offset = len(data) + 1
+    if offset > len(data):
+        with open(path, "rb") as fid:
+            fid.seek(len(data))
+            _read(fid, "Q", path)  # raises the truncation error
     return xyz, rgb, ids
 
 

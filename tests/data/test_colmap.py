@@ -128,12 +128,13 @@ def test_pycolmap_reads_our_binary(tmp_path: Path):
         np.testing.assert_allclose(written.img_from_cam(points), original.img_from_cam(points), atol=1e-9)
 
 
-def test_truncated_binary_model_is_a_clear_error(tmp_path: Path):
+@pytest.mark.parametrize("name", ["cameras.bin", "images.bin", "points3D.bin"])
+def test_truncated_binary_model_is_a_clear_error(tmp_path: Path, name: str):
     rec = _pycolmap_model(tmp_path)
     model_dir = tmp_path / "sparse" / "0"
     model_dir.mkdir(parents=True)
     rec.write_binary(str(model_dir))
-    data = (model_dir / "images.bin").read_bytes()
-    (model_dir / "images.bin").write_bytes(data[: len(data) // 2])
-    with pytest.raises(GenFusionError, match="images.bin.*ends early"):
+    data = (model_dir / name).read_bytes()
+    (model_dir / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(GenFusionError, match=f"{name}.*ends early.*Re-export"):
         load_scene(tmp_path)

@@ -115,7 +115,7 @@ def test_cache_is_used_on_second_load(distorted_scene: Path, tmp_path: Path, mon
     cam = load_scene(distorted_scene, cache_dir=cache).cameras[0]
     first = load_image(cam)
     entries = list(cache.iterdir())
-    assert len(entries) == 1 and entries[0].suffix == ".png"
+    assert len(entries) == 1 and entries[0].suffix == ".npy"
 
     def no_decoding(path):
         raise AssertionError("decoded although cached")
