@@ -1,18 +1,19 @@
 """Training views: the split of a Scene into train / test cameras and their images as tensors.
 
 Images are decoded once and kept in memory as float32 ``[H, W, 3]`` tensors (a 20-view fern at
-504x378 is 46 MB), resized to the camera's size when the file on disk differs (a reader that
-downscales by changing the cameras only). The split comes from :mod:`genfusion.data.splits`.
+504x378 is 46 MB). Images come from :func:`genfusion.data.load_image` (undistorted and resized to
+each camera), splits from :mod:`genfusion.data.splits`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from genfusion.data.images import load_image
+from genfusion.data.splits import holdout_split, sparse_split
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
 from genfusion.splat.config import parse_split
@@ -38,73 +39,22 @@ def split_indices(scene: Scene, split: str) -> tuple[list[int], list[int]]:
     n = len(scene)
     if kind == "all":
         return list(range(n)), []
-    from genfusion.data import splits
-
     if kind == "holdout":
         if n < 2:
             raise GenFusionError(
                 f"{scene.root}: a hold-out split needs at least 2 images, the scene has {n}; use --split all"
             )
-        result = splits.holdout_split(scene, every=number)
+        result = holdout_split(scene, every=number)
     else:
         if number >= n:
             raise GenFusionError(
                 f"{scene.root}: --split sparse{number} needs more than {number} images, the scene has {n}"
             )
-        result = splits.sparse_split(scene, number)
-    train, test = _as_indices(result)
+        result = sparse_split(scene, number)
+    train, test = [int(i) for i in result.train], [int(i) for i in result.test]
     if not train:
         raise GenFusionError(f"{scene.root}: split {split!r} leaves no training views; use --split all")
     return train, test
-
-
-def _as_indices(result) -> tuple[list[int], list[int]]:
-    """Accept a (train, test) tuple or an object with train/test index attributes."""
-    if isinstance(result, tuple | list) and len(result) == 2:
-        train, test = result
-    else:
-        train = getattr(result, "train", None)
-        if train is None:
-            train = result.train_ids
-        test = getattr(result, "test", None)
-        if test is None:
-            test = result.test_ids
-    return [int(i) for i in train], [int(i) for i in test]
-
-
-def load_image(camera: Camera) -> np.ndarray:
-    """The camera's photo as float32 [H, W, 3] in [0, 1] at the camera's resolution."""
-    if camera.image_path is None:
-        raise GenFusionError(f"camera {camera.name!r} has no image file; it cannot be used for training")
-    path = Path(camera.image_path)
-    try:
-        from genfusion.data import images as data_images  # the data layer's reader, when present
-
-        image = np.asarray(data_images.load_image(path), dtype=np.float32)
-    except ImportError:
-        image = _read_image(path)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    image = image[..., :3]
-    if image.shape[:2] != (camera.height, camera.width):
-        import cv2
-
-        image = cv2.resize(image, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(image, dtype=np.float32)
-
-
-def _read_image(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
-    try:
-        data = iio.imread(path)
-    except Exception as err:
-        raise GenFusionError(f"cannot read image ({type(err).__name__})", path=path) from None
-    if data.dtype == np.uint16:
-        return data.astype(np.float32) / 65535.0
-    if data.dtype == np.uint8:
-        return data.astype(np.float32) / 255.0
-    return data.astype(np.float32)
 
 
 def make_views(
