@@ -142,10 +142,13 @@ def test_in_place_adds_sparse_next_to_images(fox_dir: Path, tmp_path: Path):
     scene = tmp_path / "scene"
     picks = _downscaled_fox(fox_dir, scene / "images", 8)
     before = {n: (scene / "images" / n).read_bytes() for n in picks}
-    out = estimate_poses(scene / "images", scene, config=SfMConfig(**FAST))
+    # one camera per image here, to cover that mode too
+    out = estimate_poses(scene / "images", scene, config=SfMConfig(single_camera=False, **FAST))
     assert out == scene
     assert read_report(scene)["input_kind"] == "in-place"
-    assert len(_camtoworlds(scene)) >= 6
+    loaded = load_scene(scene, undistort=False)
+    assert len(loaded) >= 6
+    assert len({c.camera_id for c in loaded.cameras}) == len(loaded)
     assert {n: (scene / "images" / n).read_bytes() for n in picks} == before  # untouched
     assert sorted(p.name for p in scene.iterdir()) == ["images", "sfm_report.json", "sparse"]
     # a second run would replace the model: only with overwrite
