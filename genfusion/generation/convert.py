@@ -61,8 +61,10 @@ SCHEDULE_BUFFERS = (
 # Lightning wraps DeepSpeed models so that every key of ckpt["module"] starts with this
 _DEEPSPEED_PREFIX_LEN = len("_forward_module.")
 _EXPECTED = (
-    "expected the GenFusion repair-model checkpoint (Hugging Face Sibo2rr/GenFusion-GenerationModel, "
-    "epoch=59-step=34000.ckpt) with prefixes " + ", ".join(COMPONENT_PREFIXES.values())
+    "Expected the GenFusion repair-model checkpoint (Hugging Face Sibo2rr/GenFusion-GenerationModel, "
+    "epoch=59-step=34000.ckpt) with tensors under "
+    + ", ".join(p + "*" for p in COMPONENT_PREFIXES.values())
+    + "."
 )
 
 
@@ -101,28 +103,39 @@ class ConversionResult:
 
 
 # ----------------------------------------------------------------------------- reading
+def _torch_load(path: Path, trust_pickle: bool):
+    try:  # memory-mapped: a 10 GB checkpoint is paged in tensor by tensor
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)  # legacy format
+
+
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The flat ``{name: tensor}`` of a Lightning ``.ckpt`` (``state_dict``), a DeepSpeed one
     (``module``, 16-character prefix stripped), a plain state dict or a ``.safetensors`` file."""
     path = Path(path)
     if not path.is_file():
-        raise GenFusionError("checkpoint file not found.", path=path, hint=_EXPECTED + ".")
+        raise GenFusionError("checkpoint file not found.", path=path, hint=_EXPECTED)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=True)
-    except RuntimeError:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)  # legacy format
-    except Exception as err:  # noqa: BLE001 - unpickling refusals come in many types
-        if not trust_pickle and "weights_only" in str(err):
+        obj = _torch_load(path, trust_pickle)
+    except Exception as err:  # noqa: BLE001 - torch.load fails in many exception types
+        if not trust_pickle and "Unsupported global" in str(err):
             raise GenFusionError(
                 "the checkpoint holds Python objects besides tensors, which are not loaded by default.",
                 path=path,
                 hint="If you trust the file, rerun with --trust-checkpoint.",
             ) from err
-        raise GenFusionError(f"cannot read the checkpoint ({err}).", path=path, hint=_EXPECTED + ".") from err
+        raise GenFusionError(
+            f"cannot read the checkpoint: not a PyTorch checkpoint, or damaged ({type(err).__name__}).",
+            path=path,
+            hint=_EXPECTED,
+        ) from err
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
     elif isinstance(obj, dict) and isinstance(obj.get("module"), dict):
@@ -130,7 +143,7 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj
     else:
-        raise GenFusionError("no state_dict in this file.", path=path, hint=_EXPECTED + ".")
+        raise GenFusionError("no state_dict in this file.", path=path, hint=_EXPECTED)
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
@@ -197,17 +210,17 @@ def convert_lvdm_state_dict(
         if key not in target:
             raise GenFusionError(
                 f"checkpoint tensor {prefix}{source} has no place in the {component} (mapped to {key!r}).",
-                hint=_EXPECTED + ".",
+                hint=_EXPECTED,
             )
         fitted = _fit(tensor, target[key])
         if fitted is None:
             raise GenFusionError(
                 f"checkpoint tensor {prefix}{source} has shape {tuple(tensor.shape)}, the {component} "
                 f"expects {tuple(target[key])} for {key!r}: a different model size or architecture.",
-                hint=_EXPECTED + ".",
+                hint=_EXPECTED,
             )
         if key in out:
-            raise GenFusionError(f"two checkpoint tensors map to {component} {key!r}.", hint=_EXPECTED + ".")
+            raise GenFusionError(f"two checkpoint tensors map to {component} {key!r}.", hint=_EXPECTED)
         out[key] = fitted
 
     for source, tensor in state.items():
@@ -231,14 +244,14 @@ def convert_lvdm_state_dict(
         except KeyError:
             raise GenFusionError(
                 f"unexpected checkpoint tensor {prefix}{source}: not part of a GenFusion {component}.",
-                hint=_EXPECTED + ".",
+                hint=_EXPECTED,
             ) from None
     missing = sorted(set(target) - set(out))
     if missing:
         raise GenFusionError(
             f"the checkpoint lacks {len(missing)} of the {len(target)} {component} tensors "
             f"(first: {', '.join(missing[:3])}); the file looks truncated or is another model.",
-            hint=_EXPECTED + ".",
+            hint=_EXPECTED,
         )
     return out
 
@@ -270,11 +283,11 @@ def split_checkpoint(
     if unknown:
         raise GenFusionError(
             f"{len(unknown)} checkpoint tensors belong to no known part (first: {', '.join(unknown[:3])}).",
-            hint=_EXPECTED + ".",
+            hint=_EXPECTED,
         )
     empty = [COMPONENT_PREFIXES[c] for c, p in parts.items() if not p]
     if empty:
-        raise GenFusionError(f"the checkpoint has no tensors under {', '.join(empty)}.", hint=_EXPECTED + ".")
+        raise GenFusionError(f"the checkpoint has no tensors under {', '.join(empty)}.", hint=_EXPECTED)
     return parts, skipped, schedule
 
 
@@ -311,7 +324,7 @@ def validate_schedule(schedule: dict[str, torch.Tensor], scheduler) -> None:
             raise GenFusionError(
                 f"the checkpoint's diffusion schedule ({name}) differs from GenFusion's zero-SNR "
                 "scaled-linear schedule with dynamic rescale: this is another model.",
-                hint=_EXPECTED + ".",
+                hint=_EXPECTED,
             )
 
 
@@ -322,8 +335,6 @@ def _materialise(component: str, config: dict, state: dict[str, torch.Tensor], d
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    if dtype is not None:
-        model.to(dtype)
     return model.eval()
 
 
@@ -338,6 +349,17 @@ def model_index(diffusers_version: str) -> dict:
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["genfusion.generation.scheduler", "GenFusionDDIMScheduler"],
     }
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not overwrite:
+        raise GenFusionError(
+            "the output folder already exists.",
+            path=out_dir,
+            hint="Choose another --out or pass --overwrite.",
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GenFusionError("the output path is a file, not a folder.", path=out_dir)
 
 
 def write_converted(
@@ -402,6 +424,7 @@ def convert_checkpoint(
 
     ``dtype`` None keeps the checkpoint's precision. Returns ``out_dir``."""
     configs = configs or ComponentConfigs.full()
+    _check_output(Path(out_dir), overwrite)  # before reading gigabytes
     emit(progress, ProgressEvent("convert", 0, None, f"reading {ckpt_path}"))
     state = read_checkpoint(ckpt_path, trust_pickle=trust_pickle)
     try:
