@@ -8,6 +8,11 @@ then the photos stay where they are and only ``sparse/0`` is added.
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HELP = "estimate camera poses for unposed photos, a zip or a video (pycolmap)"
@@ -79,13 +84,35 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
+@contextmanager
+def _ctrl_c_cancels() -> Iterator[Callable[[], bool]]:
+    """A stop_check that turns the first Ctrl-C into a clean cancel (pycolmap's C++ loops never
+    see Python's KeyboardInterrupt); a second Ctrl-C interrupts as usual."""
+    stop = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\ncancelling... (Ctrl-C again to abort at once)", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop.is_set  # signals can only be handled on the main thread
+        return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     from genfusion.data.sfm import estimate_poses, read_report
     from genfusion.progress import tqdm_progress
 
     config = config_from_args(args)
-    with tqdm_progress("poses ") as progress:
-        out = estimate_poses(args.input, args.out, config=config, progress=progress)
+    with tqdm_progress("poses ") as progress, _ctrl_c_cancels() as stop_check:
+        out = estimate_poses(args.input, args.out, config=config, progress=progress, stop_check=stop_check)
     report = read_report(out)
     registered, total = len(report["registered"]), report["num_images"]
     print(f"registered {registered}/{total} images ({report['matcher']} matching, {report['camera_model']})")

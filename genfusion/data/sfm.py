@@ -21,11 +21,13 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from genfusion.data.ingest import IngestConfig, IngestResult, ingest, list_folder_images, open_verified_image
 from genfusion.errors import GenFusionError
@@ -168,9 +170,53 @@ def _in_place_images(source: Path, out_dir: Path, config: SfMConfig, progress) -
     return IngestResult(images_dir=target, names=[p.name for p in photos], kind="in-place", sizes=sizes)
 
 
-def _extract(database: Path, images: Path, names: list[str], config: SfMConfig, threads: int, progress):
+@dataclass
+class _Run:
+    """What every stage of one run needs."""
+
+    config: SfMConfig  # the user's settings
+    threads: int  # CPU threads for pycolmap
+    progress: ProgressCallback | None  # stage-prefixed progress callback
+    token: Any  # pycolmap.CancellationToken, cancelled when stop_check() says so
+
+
+@contextmanager
+def _cancellation(stop_check: Callable[[], bool] | None) -> Iterator[Any]:
+    """A pycolmap cancellation token, cancelled by a watcher thread as soon as ``stop_check()``
+    returns True (pycolmap's long C++ calls cannot poll Python themselves)."""
+    import pycolmap
+
+    token = pycolmap.CancellationToken()
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.1):
+            if stop_check():
+                token.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True) if stop_check else None
+    if watcher:
+        watcher.start()
+    try:
+        yield token
+    finally:
+        finished.set()
+        if watcher:
+            watcher.join()
+
+
+def _cancelled_error() -> GenFusionError:
+    return GenFusionError(
+        "pose estimation was cancelled; nothing was written.", hint="Start it again when ready."
+    )
+
+
+def _extract(run: _Run, database: Path, images: Path, names: list[str]) -> None:
     """SIFT features into the database, in chunks so progress advances per image group."""
     import pycolmap
+
+    config, threads, progress = run.config, run.threads, run.progress
 
     extraction = pycolmap.FeatureExtractionOptions(num_threads=threads, max_image_size=config.max_image_size)
     extraction.sift.max_num_features = config.max_num_features
@@ -190,33 +236,43 @@ def _extract(database: Path, images: Path, names: list[str], config: SfMConfig, 
             reader_options=reader,
             extraction_options=extraction,
             device=pycolmap.Device.cpu,
+            cancellation_token=run.token,
         )
         done = min(start + chunk, len(names))
         emit(progress, ProgressEvent("extract", done, len(names), f"{done}/{len(names)} images"))
 
 
-def _match(database: Path, matcher: str, config: SfMConfig, threads: int, num_images: int, progress):
+def _match(run: _Run, database: Path, matcher: str, num_images: int) -> None:
+    """Exhaustive or sequential SIFT matching plus geometric verification."""
     import pycolmap
+
+    config, threads, progress = run.config, run.threads, run.progress
 
     emit(progress, ProgressEvent("match", 0, 1, f"{matcher} matching of {num_images} images"))
     matching = pycolmap.FeatureMatchingOptions(num_threads=threads)
     if matcher == "exhaustive":
-        pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+        pycolmap.match_exhaustive(
+            database, matching_options=matching, device=pycolmap.Device.cpu, cancellation_token=run.token
+        )
     else:
         pairing = pycolmap.SequentialPairingOptions(
             overlap=config.sequential_overlap, quadratic_overlap=True, loop_detection=False
         )
         pycolmap.match_sequential(
-            database, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu
+            database,
+            matching_options=matching,
+            pairing_options=pairing,
+            device=pycolmap.Device.cpu,
+            cancellation_token=run.token,
         )
     emit(progress, ProgressEvent("match", 1, 1, "matched"))
 
 
-def _map(
-    database: Path, images: Path, models_dir: Path, config: SfMConfig, threads: int, total: int, progress
-):
+def _map(run: _Run, database: Path, images: Path, models_dir: Path, total: int) -> dict:
     """Incremental mapping; returns every model found (index -> pycolmap.Reconstruction)."""
     import pycolmap
+
+    config, threads, progress = run.config, run.threads, run.progress
 
     options = pycolmap.IncrementalPipelineOptions(
         num_threads=threads,
@@ -233,7 +289,7 @@ def _map(
 
     emit(progress, ProgressEvent("map", 0, total, "initial pair"))
     models = pycolmap.incremental_mapping(
-        database, images, models_dir, options, next_image_callback=on_next_image
+        database, images, models_dir, options, next_image_callback=on_next_image, cancellation_token=run.token
     )
     emit(progress, ProgressEvent("map", total, total, "mapped"))
     return models
@@ -265,11 +321,13 @@ def estimate_poses(
     *,
     config: SfMConfig | None = None,
     progress: ProgressCallback | None = None,
+    stop_check: Callable[[], bool] | None = None,
 ) -> Path:
     """Estimate poses for a folder / zip of photos or a video; returns the COLMAP folder
     (``out_dir``, holding ``images/``, ``sparse/0/`` and ``sfm_report.json``).
 
-    Progress stages: sfm.ingest, sfm.extract, sfm.match, sfm.map, sfm.write.
+    Progress stages: sfm.ingest, sfm.extract, sfm.match, sfm.map, sfm.write. ``stop_check()``
+    returning True cancels the run (a GenFusionError says so; nothing is left behind).
     """
     config = config or SfMConfig()
     progress = _prefixed(progress, "sfm.")
@@ -291,82 +349,95 @@ def estimate_poses(
     work = Path(tempfile.mkdtemp(prefix=".sfm-", dir=out_dir))
     ok = False
     try:
-        seconds: dict[str, float] = {}
-        clock = time.perf_counter()
-        ingested = _in_place_images(source, out_dir, config, progress)
-        if ingested is None:
-            for existing in ("images", "sparse"):
-                if (out_dir / existing).exists() and not config.overwrite:
-                    raise GenFusionError(
-                        "already exists.",
-                        path=out_dir / existing,
-                        hint="Choose an empty --out folder, or pass --overwrite to replace it.",
-                    )
-            ingested = ingest(source, work, config=config.ingest, progress=progress)
-        elif (out_dir / "sparse").exists() and not config.overwrite:
-            raise GenFusionError(
-                "already exists.", path=out_dir / "sparse", hint="Pass --overwrite to replace it."
-            )
-        _check_sizes(ingested, config.single_camera, source)
-        seconds["ingest"] = time.perf_counter() - clock
-        images, names = ingested.images_dir, ingested.names
-        matcher = choose_matcher(config.matcher, ingested.kind, len(names), config.exhaustive_max_images)
-
-        database = work / "database.db"
-        with _quiet_pycolmap():
-            clock = time.perf_counter()
-            _extract(database, images, names, config, threads, progress)
-            seconds["extract"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            _match(database, matcher, config, threads, len(names), progress)
-            seconds["match"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            (work / "models").mkdir()
-            models = _map(database, images, work / "models", config, threads, len(names), progress)
-            seconds["map"] = time.perf_counter() - clock
-
-        best = max(models.values(), key=lambda m: m.num_reg_images(), default=None)
-        registered = best.num_reg_images() if best is not None else 0
-        if registered < config.min_registered:
-            raise _too_few_error(registered, len(names), matcher, ingested.kind, source)
-
-        emit(progress, ProgressEvent("write", 0, 1, "writing sparse/0"))
-        clock = time.perf_counter()
-        sparse = work / "sparse" / "0"
-        sparse.mkdir(parents=True)
-        best.write_binary(sparse)
-        seconds["write"] = time.perf_counter() - clock
-        registered_names = sorted(
-            (image.name for image in best.images.values() if image.has_pose), key=names.index
-        )
-        report = SfMReport(
-            input=str(source),
-            input_kind=ingested.kind,
-            num_images=len(names),
-            registered=registered_names,
-            unregistered=[n for n in names if n not in set(registered_names)],
-            matcher=matcher,
-            camera_model=config.camera_model,
-            num_points=best.num_points3D(),
-            num_models=len(models),
-            mean_reprojection_error=float(best.compute_mean_reprojection_error()),
-            seconds=seconds,
-            notes=list(ingested.notes),
-        )
-        if report.unregistered:
-            report.notes.append(f"{len(report.unregistered)} image(s) could not be placed and are left out")
-        if len(models) > 1:
-            report.notes.append(f"the mapper found {len(models)} separate models; kept the largest")
-        (work / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2))
-
-        _move_into_place(work, out_dir, move_images=ingested.kind != "in-place")
-        emit(progress, ProgressEvent("write", 1, 1, f"{registered}/{len(names)} images registered"))
+        with _cancellation(stop_check) as token:
+            result = _estimate(source, out_dir, work, _Run(config, threads, progress, token), stop_check)
         ok = True
-        return out_dir
+        return result
+    except InterruptedError:  # pycolmap's answer to a cancelled token
+        raise _cancelled_error() from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not ok and created_out_dir and out_dir.exists() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a failed run into a new folder leaves nothing behind
+
+
+def _estimate(
+    source: Path, out_dir: Path, work: Path, run: _Run, stop_check: Callable[[], bool] | None
+) -> Path:
+    """The body of :func:`estimate_poses`, working inside ``work``."""
+    config, progress = run.config, run.progress
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    ingested = _in_place_images(source, out_dir, config, progress)
+    if ingested is None:
+        for existing in ("images", "sparse"):
+            if (out_dir / existing).exists() and not config.overwrite:
+                raise GenFusionError(
+                    "already exists.",
+                    path=out_dir / existing,
+                    hint="Choose an empty --out folder, or pass --overwrite to replace it.",
+                )
+        ingested = ingest(source, work, config=config.ingest, progress=progress)
+    elif (out_dir / "sparse").exists() and not config.overwrite:
+        raise GenFusionError(
+            "already exists.", path=out_dir / "sparse", hint="Pass --overwrite to replace it."
+        )
+    _check_sizes(ingested, config.single_camera, source)
+    seconds["ingest"] = time.perf_counter() - clock
+    images, names = ingested.images_dir, ingested.names
+    matcher = choose_matcher(config.matcher, ingested.kind, len(names), config.exhaustive_max_images)
+    if stop_check is not None and stop_check():
+        raise _cancelled_error()
+
+    database = work / "database.db"
+    with _quiet_pycolmap():
+        clock = time.perf_counter()
+        _extract(run, database, images, names)
+        seconds["extract"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        _match(run, database, matcher, len(names))
+        seconds["match"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        (work / "models").mkdir()
+        models = _map(run, database, images, work / "models", len(names))
+        seconds["map"] = time.perf_counter() - clock
+
+    best = max(models.values(), key=lambda m: m.num_reg_images(), default=None)
+    registered = best.num_reg_images() if best is not None else 0
+    if registered < config.min_registered:
+        raise _too_few_error(registered, len(names), matcher, ingested.kind, source)
+
+    emit(progress, ProgressEvent("write", 0, 1, "writing sparse/0"))
+    clock = time.perf_counter()
+    sparse = work / "sparse" / "0"
+    sparse.mkdir(parents=True)
+    best.write_binary(sparse)
+    seconds["write"] = time.perf_counter() - clock
+    posed = {image.name for image in best.images.values() if image.has_pose}
+    registered_names = [name for name in names if name in posed]
+    report = SfMReport(
+        input=str(source),
+        input_kind=ingested.kind,
+        num_images=len(names),
+        registered=registered_names,
+        unregistered=[name for name in names if name not in posed],
+        matcher=matcher,
+        camera_model=config.camera_model,
+        num_points=best.num_points3D(),
+        num_models=len(models),
+        mean_reprojection_error=float(best.compute_mean_reprojection_error()),
+        seconds=seconds,
+        notes=list(ingested.notes),
+    )
+    if report.unregistered:
+        report.notes.append(f"{len(report.unregistered)} image(s) could not be placed and are left out")
+    if len(models) > 1:
+        report.notes.append(f"the mapper found {len(models)} separate models; kept the largest")
+    (work / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2))
+
+    _move_into_place(work, out_dir, move_images=ingested.kind != "in-place")
+    emit(progress, ProgressEvent("write", 1, 1, f"{registered}/{len(names)} images registered"))
+    return out_dir
 
 
 def _move_into_place(work: Path, out_dir: Path, *, move_images: bool) -> None:

@@ -215,6 +215,32 @@ def test_bad_settings_are_clear_errors(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
+def test_stop_check_cancels_and_leaves_nothing(fox_dir: Path, tmp_path: Path):
+    _downscaled_fox(fox_dir, tmp_path / "photos", 6)
+    before = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")}
+    events: list[ProgressEvent] = []
+    stop = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        events.append(event)
+        if event.stage == "sfm.extract" and event.step > 0:
+            stop.append(event)  # the user presses "cancel" after the first chunk
+
+    with pytest.raises(GenFusionError, match="cancelled") as err:
+        estimate_poses(
+            tmp_path / "photos",
+            tmp_path / "colmap",
+            config=SfMConfig(num_threads=1, **FAST),  # chunks of 2 images: several chunks
+            progress=on_progress,
+            stop_check=lambda: bool(stop),
+        )
+    assert "nothing was written" in str(err.value)
+    # it stopped within extraction: matching never started
+    assert stop and max(e.step for e in stop) < 6
+    assert not any(e.stage in ("sfm.match", "sfm.map") for e in events)
+    assert {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")} == before
+
+
 def test_choose_matcher():
     assert choose_matcher("auto", "video", 5, 60) == "sequential"
     assert choose_matcher("auto", "folder", 60, 60) == "exhaustive"
