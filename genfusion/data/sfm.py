@@ -11,7 +11,9 @@
    plus ``out_dir/sfm_report.json`` (registered / unregistered images, settings, timings).
 
 Everything is produced in a temp folder inside ``out_dir`` and moved into place only on success,
-so a failed run leaves no half-written model, and nothing is written outside ``out_dir``.
+so a failed or cancelled (``stop_check``) run leaves no half-written model, and nothing is
+written outside ``out_dir``. When the input's photos already are ``out_dir/images`` they are
+verified and used where they are, and only ``sparse/0`` is added.
 """
 
 from __future__ import annotations
