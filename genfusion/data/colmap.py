@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from genfusion.data.geometry import CORNER_TO_CENTER, intrinsics_matrix, qvec_to_rotmat, validate_pose
+from genfusion.data.geometry import intrinsics_matrix, qvec_to_rotmat, validate_pose
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
 
@@ -334,7 +334,6 @@ def read_colmap_scene(root: Path, model_dir: Path | None = None) -> Scene:
         K, distortion = colmap_to_opencv(
             cam.model, cam.params, model_dir / f"cameras{model_extension(model_dir)}"
         )
-        K[:2, 2] += CORNER_TO_CENTER
         worldtocam = np.eye(4)
         worldtocam[:3, :3] = qvec_to_rotmat(image.qvec)
         worldtocam[:3, 3] = image.tvec

@@ -11,10 +11,6 @@ import numpy as np
 from genfusion.data.types import Camera
 from genfusion.errors import GenFusionError
 
-# COLMAP, nerfstudio, instant-ngp and LLFF put the centre of pixel (0, 0) at (0.5, 0.5); the
-# project (like OpenCV) puts it at (0, 0). Readers add this to cx, cy; writers subtract it.
-CORNER_TO_CENTER = -0.5
-
 # A rotation block further than this from orthonormal (max abs entry of R^T R - I) is refused;
 # closer ones are snapped to the nearest rotation (poses stored as float32 drift by ~1e-7).
 ORTHONORMAL_TOLERANCE = 1e-2
@@ -114,16 +110,16 @@ def validate_pose(camtoworld: np.ndarray, frame: str, source: Path | str) -> np.
 
 
 def resize_camera(camera: Camera, width: int, height: int) -> Camera:
-    """The same camera for its image resized to exactly ``width`` x ``height`` pixels (pixel-centre
-    convention, as :meth:`Camera.scaled`). ``source_K`` describes the file and is left alone."""
+    """The same camera for its image resized to exactly ``width`` x ``height`` pixels (as
+    :meth:`Camera.scaled`). ``source_K`` describes the file and is left alone."""
     if (width, height) == (camera.width, camera.height):
         return camera
     sx, sy = width / camera.width, height / camera.height
     K = camera.K.copy()
     K[0, 0] *= sx
     K[1, 1] *= sy
-    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    K[0, 2] *= sx
+    K[1, 2] *= sy
     return replace(camera, K=K, width=int(width), height=int(height))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genfusion.data.geometry import CORNER_TO_CENTER, intrinsics_matrix, validate_pose
+from genfusion.data.geometry import intrinsics_matrix, validate_pose
 from genfusion.data.images import choose_factor, downscaled_folders, list_images
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
@@ -81,7 +81,7 @@ def read_llff_scene(root: Path, downscale: int = 1) -> Scene:
                 path=path,
                 hint="Re-create poses_bounds.npy with LLFF's imgs2poses.py.",
             )
-        K = intrinsics_matrix(focal, focal, width / 2.0 + CORNER_TO_CENTER, height / 2.0 + CORNER_TO_CENTER)
+        K = intrinsics_matrix(focal, focal, width / 2.0, height / 2.0)
         cameras.append(
             Camera(
                 camtoworld=validate_pose(llff_to_opencv(pose), file.name, path),

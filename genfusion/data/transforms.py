@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from genfusion.data.geometry import CORNER_TO_CENTER, intrinsics_matrix, opengl_to_opencv, validate_pose
+from genfusion.data.geometry import intrinsics_matrix, opengl_to_opencv, validate_pose
 from genfusion.data.images import IMAGE_EXTENSIONS, read_image_size
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
@@ -155,7 +155,6 @@ def read_transforms_scene(root: Path, json_path: Path | None = None) -> Scene:
             opengl_to_opencv(matrix) if matrix.shape == (4, 4) else matrix, name, json_path
         )
         K, width, height, distortion, model = _frame_intrinsics(meta, frame, image_path, json_path)
-        K[:2, 2] += CORNER_TO_CENTER
         key = (width, height, *K.ravel().round(9), *(() if distortion is None else distortion.round(12)))
         camera_id = intrinsic_ids.setdefault(key, len(intrinsic_ids) + 1)
         cameras.append(

@@ -5,11 +5,11 @@ matrix; ``K`` holds intrinsics in pixels of the image as stored on disk (after a
 reader applied); distortion coefficients follow OpenCV's order ``(k1, k2, p1, p2[, k3[, k4, k5,
 k6]])``. Images load as float32 HxWx3 in [0, 1].
 
-Pixel convention (also OpenCV's): the *centre* of pixel (0, 0) sits at (0, 0), so a principal
-point in the middle of a W-pixel-wide image is at (W - 1) / 2. COLMAP, nerfstudio, instant-ngp and
-LLFF put the centre of pixel (0, 0) at (0.5, 0.5); their readers and writers in ``genfusion.data``
-subtract / add 0.5 to cx, cy at the edge. A renderer that samples pixel (i, j) at (j + 0.5, i + 0.5)
-(gsplat does) must add 0.5 to cx, cy of these K before rasterising.
+Pixel convention (COLMAP's, nerfstudio's, instant-ngp's and gsplat's): the *centre* of pixel
+(0, 0) sits at (0.5, 0.5), so a principal point in the middle of a W-pixel-wide image is at W / 2,
+K passes to gsplat unchanged and resizing an image by s scales all of K's first two rows by s.
+OpenCV's own functions put that centre at (0, 0): ``genfusion.data.undistort`` shifts by 0.5 on
+the way into and out of cv2, and nothing else needs to.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ class Camera:
     def scaled(self, factor: float) -> Camera:
         """The same camera for an image resized by ``factor`` (0.5 halves the resolution).
 
-        Uses the pixel-corner convention: a pixel centre at u maps to (u + 0.5) * f - 0.5, which
-        for the principal point is what OpenCV's resize implies.
+        With pixel centres at +0.5 (see the module docstring) the image plane just stretches, so
+        focal lengths and the principal point both scale by the size ratio.
         """
         width = max(1, int(round(self.width * factor)))
         height = max(1, int(round(self.height * factor)))
@@ -99,8 +99,8 @@ class Camera:
         K = self.K.copy()
         K[0, 0] *= sx
         K[1, 1] *= sy
-        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        K[0, 2] *= sx
+        K[1, 2] *= sy
         return replace(self, K=K, width=width, height=height)
 
 

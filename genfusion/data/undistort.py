@@ -21,16 +21,25 @@ from genfusion.data.types import Camera
 UNDISTORT_ALPHA = 0.0
 
 
+def _shift_principal_point(K: np.ndarray, offset: float) -> np.ndarray:
+    """K with its principal point moved by ``offset`` pixels. The project puts the centre of pixel
+    (0, 0) at (0.5, 0.5) (as COLMAP and gsplat); OpenCV puts it at (0, 0): -0.5 goes into
+    OpenCV's convention, +0.5 comes back."""
+    K = np.array(K, dtype=np.float64).reshape(3, 3)
+    K[:2, 2] += offset
+    return K
+
+
 def undistorted_intrinsics(K: np.ndarray, distortion: np.ndarray, width: int, height: int) -> np.ndarray:
     """The pinhole K (same image size) that the undistorted image uses."""
     new_K, _ = cv2.getOptimalNewCameraMatrix(
-        np.asarray(K, np.float64),
+        _shift_principal_point(K, -0.5),
         np.asarray(distortion, np.float64),
         (width, height),
         UNDISTORT_ALPHA,
         (width, height),
     )
-    return np.asarray(new_K, np.float64)
+    return _shift_principal_point(new_K, 0.5)
 
 
 def undistort_camera(camera: Camera) -> Camera:
@@ -74,9 +83,9 @@ def undistort_pixels(
     same size. Bilinear; edge pixels are replicated so rounding at the border never adds black."""
     height, width = image.shape[:2]
     map_x, map_y = _maps(
-        tuple(np.asarray(src_K, np.float64).ravel()),
+        tuple(_shift_principal_point(src_K, -0.5).ravel()),
         tuple(np.asarray(distortion, np.float64).ravel()),
-        tuple(np.asarray(dst_K, np.float64).ravel()),
+        tuple(_shift_principal_point(dst_K, -0.5).ravel()),
         width,
         height,
     )

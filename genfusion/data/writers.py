@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from genfusion.data.colmap import MODEL_IDS
-from genfusion.data.geometry import CORNER_TO_CENTER, opencv_to_opengl, rotmat_to_qvec
+from genfusion.data.geometry import opencv_to_opengl, rotmat_to_qvec
 from genfusion.data.images import load_image_uint8
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
@@ -41,9 +41,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def colmap_camera_params(camera: Camera) -> tuple[str, np.ndarray]:
-    """(COLMAP model, params) for a camera, principal point in COLMAP's pixel-corner convention."""
+    """(COLMAP model, params) for a camera (COLMAP shares the project's pixel convention)."""
     fx, fy = camera.fx, camera.fy
-    cx, cy = camera.cx - CORNER_TO_CENTER, camera.cy - CORNER_TO_CENTER
+    cx, cy = camera.cx, camera.cy
     d = camera.distortion
     if d is None:
         return "PINHOLE", np.array([fx, fy, cx, cy])
@@ -173,8 +173,8 @@ def _transforms_intrinsics(camera: Camera) -> dict[str, float]:
     out = {
         "fl_x": camera.fx,
         "fl_y": camera.fy,
-        "cx": camera.cx - CORNER_TO_CENTER,
-        "cy": camera.cy - CORNER_TO_CENTER,
+        "cx": camera.cx,
+        "cy": camera.cy,
         "w": camera.width,
         "h": camera.height,
     }

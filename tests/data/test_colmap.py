@@ -30,16 +30,16 @@ MODEL_PARAMS = {
 @pytest.mark.parametrize("model", list(MODEL_PARAMS))
 def test_camera_model_matches_pycolmap_projection(model: str):
     """The OpenCV (K, distortion) we map each model to projects points where COLMAP does
-    (after the half-pixel convention shift the reader applies)."""
+    (cv2 puts the centre of pixel (0, 0) at (0, 0), COLMAP and the project at (0.5, 0.5))."""
     params = np.array(MODEL_PARAMS[model])
     colmap_camera = pycolmap.Camera(model=model, width=120, height=90, params=params)
     K, distortion = colmap_to_opencv(model, params)
     rng = np.random.default_rng(0)
     points = np.c_[rng.uniform(-0.5, 0.5, (50, 2)), np.ones(50)] * rng.uniform(1, 5, (50, 1))
     expected = colmap_camera.img_from_cam(points)
-    K_center = K.copy()
-    K_center[:2, 2] -= 0.5  # what the reader stores
-    projected, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), K_center, distortion)
+    K_opencv = K.copy()
+    K_opencv[:2, 2] -= 0.5
+    projected, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), K_opencv, distortion)
     np.testing.assert_allclose(projected[:, 0] + 0.5, expected, atol=1e-9)
     assert (distortion is None) == (model in ("SIMPLE_PINHOLE", "PINHOLE"))
 

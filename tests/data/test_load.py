@@ -19,8 +19,8 @@ def test_fox_transforms_with_distortion(fox_dir: Path, tmp_path: Path):
     assert scene.format == "transforms" and len(scene) == 67 and scene.aabb_scale == 4
     cam = scene.cameras[0]
     assert (cam.width, cam.height) == (1080, 1920)
-    # instant-ngp's cx is in the pixel-corner convention: the project's is 0.5 px less
-    np.testing.assert_allclose(cam.K, [[1375.52, 0, 554.058], [0, 1374.49, 964.768], [0, 0, 1]], atol=1e-9)
+    # instant-ngp shares the project's pixel convention: K is taken as written
+    np.testing.assert_allclose(cam.K, [[1375.52, 0, 554.558], [0, 1374.49, 965.268], [0, 0, 1]], atol=1e-9)
     np.testing.assert_allclose(cam.distortion, [0.0578421, -0.0805099, -0.000980296, 0.00015575])
     # OpenGL -> OpenCV: same centre, camera y and z axes flipped
     gl = np.array(meta["frames"][0]["transform_matrix"])
@@ -35,7 +35,7 @@ def test_fox_downscale_and_undistort_on_load(fox_dir: Path, tmp_path: Path):
     cam = raw.cameras[3]
     assert (cam.width, cam.height) == (270, 480)
     np.testing.assert_allclose(cam.fx, 1375.52 / 4)
-    np.testing.assert_allclose(cam.cx, (554.058 + 0.5) / 4 - 0.5)
+    np.testing.assert_allclose(cam.cx, 554.558 / 4)
     image = load_image(cam)
     assert image.shape == (480, 270, 3) and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05
@@ -59,7 +59,7 @@ def test_fern_llff(fern_dir: Path, tmp_path: Path):
     cam = scene.cameras[0]
     assert cam.image_path.parent.name == "images_8" and (cam.width, cam.height) == (504, 378)
     focal = raw[0, 14]
-    np.testing.assert_allclose(cam.K, [[focal / 8, 0, 251.5], [0, focal / 8, 188.5], [0, 0, 1]])
+    np.testing.assert_allclose(cam.K, [[focal / 8, 0, 252.0], [0, focal / 8, 189.0], [0, 0, 1]])
     np.testing.assert_allclose(scene.near_far, raw[:, 15:17])
     pose = raw[0, :15].reshape(3, 5)
     # [down, right, back] -> [right, down, forward]
@@ -138,7 +138,7 @@ def test_extensionless_paths_and_camera_angle(small_fox: Path):
     cam = scene.cameras[0]
     assert cam.image_path.suffix == ".jpg" and cam.image_path.is_file()
     np.testing.assert_allclose(cam.fx, 0.5 * 135 / np.tan(0.5 * meta["camera_angle_x"]))
-    np.testing.assert_allclose([cam.cx, cam.cy], [135 / 2 - 0.5, 240 / 2 - 0.5])
+    np.testing.assert_allclose([cam.cx, cam.cy], [135 / 2, 240 / 2])
 
 
 def test_per_frame_intrinsics_give_separate_cameras(small_fox: Path):

@@ -66,7 +66,7 @@ def test_too_many_sparse_views(small_fox: Path):
 
 
 def _synthetic_scene(n: int, width: int, height: int) -> Scene:
-    K = np.array([[width, 0, width / 2 - 0.5], [0, width, height / 2 - 0.5], [0, 0, 1.0]])
+    K = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1.0]])
     cameras = [
         Camera(camtoworld=np.eye(4), K=K, width=width, height=height, name=f"{i:03d}") for i in range(n)
     ]

@@ -15,8 +15,17 @@ from genfusion.data import load_image, load_scene
 from genfusion.data.undistort import _maps
 
 WIDTH, HEIGHT = 320, 240
-K_CORNER = np.array([[250.0, 0, 163.0], [0, 252.0, 118.0], [0, 0, 1]])  # as written in the json
+K_CORNER = np.array(
+    [[250.0, 0, 163.0], [0, 252.0, 118.0], [0, 0, 1]]
+)  # as written in the json (and as stored)
 DISTORTION = np.array([-0.28, 0.09, 0.0015, -0.002, -0.01])  # k1, k2, p1, p2, k3 (strong barrel)
+
+
+def _opencv_K(K: np.ndarray) -> np.ndarray:
+    """K in OpenCV's pixel convention (centre of pixel (0, 0) at (0, 0), not (0.5, 0.5))."""
+    K = K.copy()
+    K[:2, 2] -= 0.5
+    return K
 
 
 def _points_grid() -> np.ndarray:
@@ -38,9 +47,9 @@ def _blob_image(centres: np.ndarray, sigma: float = 1.2) -> np.ndarray:
 @pytest.fixture
 def distorted_scene(tmp_path: Path) -> Path:
     """A one-photo transforms.json scene whose photo was 'taken' through DISTORTION."""
-    K_center = K_CORNER.copy()
-    K_center[:2, 2] -= 0.5
-    projected, _ = cv2.projectPoints(_points_grid(), np.zeros(3), np.zeros(3), K_center, DISTORTION)
+    projected, _ = cv2.projectPoints(
+        _points_grid(), np.zeros(3), np.zeros(3), _opencv_K(K_CORNER), DISTORTION
+    )
     scene = tmp_path / "scene"
     (scene / "images").mkdir(parents=True)
     cv2.imwrite(str(scene / "images" / "dots.png"), _blob_image(projected[:, 0]))
@@ -75,7 +84,7 @@ def test_undistorted_image_matches_pinhole_projection(distorted_scene: Path, tmp
     cam = scene.cameras[0]
     assert cam.distortion is None and (cam.width, cam.height) == (WIDTH // downscale, HEIGHT // downscale)
     image = load_image(cam)
-    expected, _ = cv2.projectPoints(_points_grid(), np.zeros(3), np.zeros(3), cam.K, None)
+    expected, _ = cv2.projectPoints(_points_grid(), np.zeros(3), np.zeros(3), _opencv_K(cam.K), None)
     expected = expected[:, 0]
     margin = 6 / downscale + 2
     inside = (
