@@ -15,9 +15,7 @@ from genfusion.data import load_image, load_scene
 from genfusion.data.undistort import _maps
 
 WIDTH, HEIGHT = 320, 240
-K_CORNER = np.array(
-    [[250.0, 0, 163.0], [0, 252.0, 118.0], [0, 0, 1]]
-)  # as written in the json (and as stored)
+K_CORNER = np.array([[250.0, 0, 163.0], [0, 252.0, 118.0], [0, 0, 1]])  # json and stored K
 DISTORTION = np.array([-0.28, 0.09, 0.0015, -0.002, -0.01])  # k1, k2, p1, p2, k3 (strong barrel)
 
 
