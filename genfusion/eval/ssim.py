@@ -68,14 +68,15 @@ def ssim_map(
     img1, img2 = img1.to(dtype), img2.to(dtype)
     window = gaussian_window(window_size, sigma, dtype=dtype, device=img1.device)
     window = window.expand(channels, 1, window_size, window_size).contiguous()
-    pad = window_size // 2 if padding == "same" else 0
-    if padding == "reflect":
+    if padding != "valid":
+        # padding the inputs once is cheaper than letting conv2d pad each of the five statistics
         half = window_size // 2
-        img1 = F.pad(img1, (half, half, half, half), mode="reflect")
-        img2 = F.pad(img2, (half, half, half, half), mode="reflect")
+        mode = "constant" if padding == "same" else "reflect"
+        img1 = F.pad(img1, (half, half, half, half), mode=mode)
+        img2 = F.pad(img2, (half, half, half, half), mode=mode)
 
     def blur(x: Tensor) -> Tensor:
-        return F.conv2d(x, window, padding=pad, groups=channels)
+        return F.conv2d(x, window, groups=channels)
 
     # One grouped convolution over the five stacked statistics instead of five separate calls.
     stats = blur(torch.cat([img1, img2, img1 * img1, img2 * img2, img1 * img2], dim=0))

@@ -40,6 +40,7 @@ class MeshConfig:
     truncation_voxels: float = 4.0  # SDF truncation distance t, in voxels
     alpha_threshold: float = 0.5  # pixels whose rendered alpha is below this carry no depth
     max_side: int = 640  # views are rendered with their longest side scaled down to this
+    max_views: int = 60  # fuse at most this many views, evenly spaced (each is a pass over the volume)
     bounds: tuple[tuple[float, float, float], tuple[float, float, float]] | None = (
         None  # world box; None = auto
     )
@@ -85,52 +86,60 @@ class TSDFVolume:
         self.color = torch.zeros(count, 3, device=device)  # running mean colour near the surface
         self.color_weight = torch.zeros(count, device=device)
 
-    def _centres(self, start: int, stop: int) -> Tensor:
-        index = torch.arange(start, stop, device=self.device)
-        _, ny, nz = self.dims
-        ijk = torch.stack([index // (ny * nz), (index // nz) % ny, index % nz], dim=1)
-        return self.origin + ijk.float() * self.voxel_size
-
     @torch.no_grad()
     def integrate(
         self, depth: Tensor, rgb: Tensor, valid: Tensor, camtoworld: np.ndarray, K: np.ndarray,
         chunk_voxels: int = 1 << 21,
     ) -> None:  # fmt: skip
         """Fuse one view: ``depth`` [H, W] z-depth, ``rgb`` [H, W, 3], ``valid`` [H, W] bool,
-        OpenCV ``camtoworld`` 4x4 and ``K`` 3x3 (pixel centres at +0.5, as gsplat)."""
+        OpenCV ``camtoworld`` 4x4 and ``K`` 3x3 (pixel centres at +0.5, as gsplat).
+
+        Works on slabs of whole x-planes, which are contiguous in the flat volume: camera
+        coordinates are sums of per-axis offsets (no index arithmetic), and the running averages
+        are dense masked updates of the slab (no scatter)."""
         height, width = depth.shape
-        w2c = torch.from_numpy(np.linalg.inv(camtoworld)).float().to(self.device)
-        Kt = torch.from_numpy(np.asarray(K)).float().to(self.device)
-        depth, rgb, valid = depth.to(self.device), rgb.to(self.device), valid.to(self.device)
-        flat_depth, flat_rgb, flat_valid = depth.reshape(-1), rgb.reshape(-1, 3), valid.reshape(-1)
-        for start in range(0, self.tsdf.shape[0], chunk_voxels):
-            stop = min(start + chunk_voxels, self.tsdf.shape[0])
-            cam = self._centres(start, stop) @ w2c[:3, :3].T + w2c[:3, 3]
-            z = cam[:, 2]
+        nx, ny, nz = self.dims
+        w2c = np.linalg.inv(np.asarray(camtoworld, dtype=np.float64))
+        steps = w2c[:3, :3] * self.voxel_size  # column a: camera-space step of one voxel along axis a
+        base = w2c[:3, :3] @ self.origin.cpu().numpy().astype(np.float64) + w2c[:3, 3]
+        fx, fy, cx, cy = float(K[0][0]), float(K[1][1]), float(K[0][2]), float(K[1][2])
+        flat_depth = depth.to(self.device).reshape(-1)
+        flat_valid = valid.to(self.device).reshape(-1)
+        flat_rgb = rgb.to(self.device).reshape(-1, 3)
+        j = torch.arange(ny, device=self.device, dtype=torch.float32)[:, None]
+        k = torch.arange(nz, device=self.device, dtype=torch.float32)[None, :]
+        plane = ny * nz
+        slabs = max(1, chunk_voxels // plane)
+        for i0 in range(0, nx, slabs):
+            i1 = min(i0 + slabs, nx)
+            i = torch.arange(i0, i1, device=self.device, dtype=torch.float32)[:, None, None]
+            cam = [
+                (base[c] + steps[c, 0] * i) + (steps[c, 1] * j + steps[c, 2] * k)[None] for c in range(3)
+            ]  # three [slab, ny, nz] tensors: camera x, y, z of every voxel centre
+            z = cam[2].reshape(-1)
             safe_z = z.clamp(min=1e-8)
-            u = torch.floor(Kt[0, 0] * cam[:, 0] / safe_z + Kt[0, 2]).long()
-            v = torch.floor(Kt[1, 1] * cam[:, 1] / safe_z + Kt[1, 2]).long()
+            u = torch.floor(cam[0].reshape(-1) / safe_z * fx + cx)
+            v = torch.floor(cam[1].reshape(-1) / safe_z * fy + cy)
             inside = (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-            pixel = v.clamp(0, height - 1) * width + u.clamp(0, width - 1)
-            inside &= flat_valid[pixel]
+            if not bool(inside.any()):
+                continue
+            pixel = (v.clamp(0, height - 1) * width + u.clamp(0, width - 1)).long()
             sdf = flat_depth[pixel] - z
-            update = inside & (sdf > -self.truncation)
+            update = inside & flat_valid[pixel] & (sdf > -self.truncation)
             if not bool(update.any()):
                 continue
-            ids = torch.nonzero(update).squeeze(1)
-            voxels = ids + start
-            value = (sdf[ids] / self.truncation).clamp(max=1.0)
-            old_w = self.weight[voxels]
-            self.tsdf[voxels] = (self.tsdf[voxels] * old_w + value) / (old_w + 1.0)
-            self.weight[voxels] = old_w + 1.0
-            near = sdf[ids].abs() < self.truncation
-            near_voxels = voxels[near]
-            old_cw = self.color_weight[near_voxels]
-            colour = flat_rgb[pixel[ids[near]]]
-            self.color[near_voxels] = (self.color[near_voxels] * old_cw[:, None] + colour) / (
-                old_cw[:, None] + 1.0
-            )
-            self.color_weight[near_voxels] = old_cw + 1.0
+            sl = slice(i0 * plane, i1 * plane)
+            tsdf, weight = self.tsdf[sl], self.weight[sl]  # views into the flat volume
+            new_weight = weight + update.float()
+            value = (sdf / self.truncation).clamp(-1.0, 1.0)
+            tsdf.copy_(torch.where(update, (tsdf * weight + value) / new_weight.clamp(min=1.0), tsdf))
+            weight.copy_(new_weight)
+            near = update & (sdf.abs() < self.truncation)
+            colour, colour_weight = self.color[sl], self.color_weight[sl]
+            new_cw = colour_weight + near.float()
+            blended = (colour * colour_weight[:, None] + flat_rgb[pixel]) / new_cw.clamp(min=1.0)[:, None]
+            colour.copy_(torch.where(near[:, None], blended, colour))
+            colour_weight.copy_(new_cw)
 
     def extract(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Marching cubes at the zero level -> (vertices [V,3] world, faces [F,3], colours [V,3]
@@ -225,6 +234,9 @@ def fuse_tsdf(
         if config.bounds
         else auto_bounds(splats, config)
     )
+    if len(cameras) > config.max_views:
+        picks = np.linspace(0, len(cameras) - 1, config.max_views).round().astype(int)
+        cameras = [cameras[i] for i in picks]
     voxel, dims = plan_grid(lo, hi, config)
     device = resolve_device(config.device)
     volume = TSDFVolume(lo, voxel, dims, config.truncation_voxels * voxel, device=device)
@@ -284,5 +296,5 @@ def export_mesh(
         mesh.export(tmp, file_type=path.suffix.lower().lstrip("."))
     return MeshResult(
         path=path, num_vertices=len(vertices), num_faces=len(faces), voxel_size=volume.voxel_size,
-        grid=volume.dims, views=len(cameras),
+        grid=volume.dims, views=min(len(cameras), (config or MeshConfig()).max_views),
     )  # fmt: skip
