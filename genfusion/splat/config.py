@@ -67,7 +67,7 @@ class ReconstructConfig:
     lambda_dssim: float = 0.2  # weight of D-SSIM in (1 - w) * L1 + w * (1 - SSIM)
     normal_lambda: float = 0.05  # 2DGS normal-consistency weight (2DGS paper); 0 turns it off
     normal_start: int = 7_000  # normal consistency starts here in the 30k reference run (scaled)
-    distortion_lambda: float = 100.0  # 2DGS depth-distortion weight (2DGS paper, unbounded scenes)
+    distortion_lambda: float = 100.0  # 2DGS depth-distortion weight (2DGS paper, unbounded; NDC depth units)
     distortion_start: int = 3_000  # distortion loss starts here in the 30k reference run (scaled)
 
     # --- densification (gsplat DefaultStrategy; steps in the 30k reference run, scaled) ---

@@ -44,9 +44,21 @@ def normal_consistency_loss(
     return (1.0 - (normals * weighted).sum(dim=-1)).mean()
 
 
-def distortion_loss(distortion: torch.Tensor) -> torch.Tensor:
-    """2DGS depth distortion: the mean of the rasteriser's per-pixel distortion map."""
-    return distortion.mean()
+# The 2DGS reference code measures distortion in NDC depth m = f/(f-n) * (1 - n/z) with n = 0.2,
+# f = 100, and its lambda (100 unbounded, 1000 bounded) is for that unit. Our rasteriser (like
+# gsplat) sums w_i w_j |z_i - z_j| in scene depth; dm/dz = n f / ((f - n) z^2) ~ n / z^2 converts it.
+NDC_NEAR = 0.2
+NDC_FAR = 100.0
+
+
+def distortion_loss(distortion: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+    """2DGS depth distortion: the mean of the per-pixel distortion map, converted to first order
+    from scene depth to the 2DGS paper's NDC depth at each pixel's rendered ``depth`` (so the
+    paper's lambda applies); without ``depth`` the map is averaged as it is."""
+    if depth is None:
+        return distortion.mean()
+    scale = NDC_NEAR * NDC_FAR / (NDC_FAR - NDC_NEAR) / depth.detach().clamp_min(NDC_NEAR) ** 2
+    return (distortion * scale).mean()
 
 
 def psnr_of_mse(mse: torch.Tensor | float) -> float:

@@ -285,7 +285,7 @@ class Trainer:
                     out.normals, out.surf_normals, out.alpha
                 )
             if cfg.distortion_lambda > 0 and step >= schedule.distortion_start and out.distortion is not None:
-                loss = loss + cfg.distortion_lambda * distortion_loss(out.distortion)
+                loss = loss + cfg.distortion_lambda * distortion_loss(out.distortion, out.depth)
         if cfg.densification == "mcmc":  # gsplat's MCMC regularisers keep the budget usable
             loss = loss + 0.01 * torch.sigmoid(self.splats["opacities"]).mean()
             loss = loss + 0.01 * torch.exp(self.splats["scales"]).mean()

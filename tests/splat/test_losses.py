@@ -50,5 +50,8 @@ def test_normal_consistency():
 
 def test_distortion_and_psnr():
     assert distortion_loss(torch.full((1, 4, 4, 1), 0.25)).item() == pytest.approx(0.25)
+    # in NDC units: scaled by n f / ((f - n) z^2); at z = 2 that is 0.2 * 100 / 99.8 / 4
+    ndc = distortion_loss(torch.full((1, 4, 4, 1), 0.25), torch.full((1, 4, 4, 1), 2.0)).item()
+    assert ndc == pytest.approx(0.25 * 0.2 * 100 / 99.8 / 4)
     assert psnr_of_mse(0.01) == pytest.approx(20.0)
     assert psnr_of_mse(0.0) == float("inf")
