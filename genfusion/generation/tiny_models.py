@@ -17,12 +17,11 @@ from safetensors.torch import load_file
 from genfusion.generation.convert import ComponentConfigs
 from genfusion.generation.vae import LDM3D_VAE_CONFIG
 
-# A 2-level, 32-channel version of the ldm3d-4c VAE (x2 spatial downsampling only).
+# A 32-channel version of the ldm3d-4c VAE with the same x8 spatial downsampling (4 levels), so a
+# 64x64 clip gives the 8x8 latents the tiny UNet fixtures use.
 TINY_VAE_CONFIG: dict = dict(
     LDM3D_VAE_CONFIG,
-    down_block_types=["DownEncoderBlock2D"] * 2,
-    up_block_types=["UpDecoderBlock2D"] * 2,
-    block_out_channels=[32, 32],
+    block_out_channels=[32, 32, 32, 32],
     layers_per_block=1,
     sample_size=64,
 )
