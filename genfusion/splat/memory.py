@@ -91,8 +91,8 @@ def check_training_memory(
     limit = int(limit_gb * 1024**3) if limit_gb > 0 else int(0.8 * available_bytes(device))
     if estimate["total"] <= limit:
         return estimate
-    factor = 2
-    while factor < 64:
+    factor, fits = 2, False
+    while factor <= 64 and not fits:
         smaller = estimate_training_bytes(
             num_gaussians=num_gaussians,
             width=max(1, width // factor),
@@ -100,16 +100,17 @@ def check_training_memory(
             num_views=len(cameras),
             max_gaussians=max_gaussians,
         )
-        if smaller["total"] <= limit:
-            break
-        factor *= 2
+        fits = smaller["total"] <= limit
+        factor = factor if fits else factor * 2
+    if fits:
+        advice = f"Re-run with --downscale {downscale * factor} (or larger), or lower --max-gaussians."
+    else:
+        advice = "No downscale fits it alone: lower --max-gaussians and --init-random-points too."
     gib = 1024**3
     raise GenFusionError(
         f"training {method} on {len(cameras)} images of {width}x{height} starting from "
         f"{num_gaussians} Gaussians needs about "
         f"{estimate['total'] / gib:.1f} GiB (images {estimate['images'] / gib:.1f}, Gaussians "
         f"{estimate['gaussians'] / gib:.1f}, rasteriser {estimate['rasteriser'] / gib:.1f}) but only "
-        f"{limit / gib:.1f} GiB can be used on {device.type}. Re-run with --downscale "
-        f"{downscale * factor} "
-        "(or larger), or lower --max-gaussians."
+        f"{limit / gib:.2f} GiB can be used on {device.type}. {advice}"
     )
