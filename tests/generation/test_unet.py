@@ -173,3 +173,21 @@ def test_unsupported_original_options_are_refused():
         RepairUNet3DModel.config_from_lvdm(params)
     with pytest.raises(GenFusionError, match="unknown UNet option"):
         RepairUNet3DModel.config_from_lvdm(dict(FULL_UNET_CONFIG, text_width=3))
+
+
+def test_per_frame_context_layout_of_the_original():
+    # 77 text tokens + 16 image tokens per frame: each frame gets the text and its own 16 tokens
+    # (DynamiCrafter's path; GenFusion's 256-token context is repeated whole for every frame)
+    frames, width = 3, 4
+    context = torch.randn(2, 77 + 16 * frames, width)
+    with torch.device("meta"):
+        model = RepairUNet3DModel(
+            model_channels=32, channel_mult=[1], attention_resolutions=[], context_dim=4
+        )
+    expanded = model._expand_context(context, frames)
+    assert expanded.shape == (2 * frames, 77 + 16, width)
+    assert torch.equal(expanded[4, :77], context[1, :77])
+    assert torch.equal(expanded[4, 77:], context[1, 77 + 16 : 77 + 32])
+    resampled = torch.randn(2, 256, width)
+    whole = model._expand_context(resampled, frames)
+    assert whole.shape == (2 * frames, 256, width) and torch.equal(whole[5], resampled[1])
