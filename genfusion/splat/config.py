@@ -28,6 +28,7 @@ from genfusion.errors import GenFusionError
 Method = Literal["2dgs", "3dgs"]
 Device = Literal["auto", "cpu", "cuda"]
 Densification = Literal["default", "mcmc"]
+Backend = Literal["auto", "gsplat", "torch", "dense"]
 
 # Length of the reference run the schedule fields below are written for (2DGS / 3DGS papers).
 REFERENCE_ITERATIONS = 30_000
@@ -87,6 +88,7 @@ class ReconstructConfig:
     # --- rendering ---
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # background colour (RGB in [0, 1])
     random_background: bool = False  # random background colour per step (discourages transparency)
+    backend: Backend = "auto"  # rasteriser: auto (gsplat on CUDA, torch on CPU), gsplat, torch, dense
     near_plane: float = 0.01  # Gaussians closer than this to a camera are culled
     far_plane: float = 1e10  # Gaussians farther than this are culled
 

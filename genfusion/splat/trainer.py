@@ -252,6 +252,7 @@ class Trainer:
             sh_degree=sh_degree,
             mode=self.config.method,
             background=background[None],
+            backend=self.config.backend,
             near_plane=self.config.near_plane,
             far_plane=self.config.far_plane,
         )
