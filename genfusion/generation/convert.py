@@ -118,11 +118,11 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     path = Path(path)
     if not path.is_file():
         raise GenFusionError("checkpoint file not found.", path=path, hint=_EXPECTED)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
         obj = _torch_load(path, trust_pickle)
     except Exception as err:  # noqa: BLE001 - torch.load fails in many exception types
         if not trust_pickle and "Unsupported global" in str(err):

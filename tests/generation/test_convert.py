@@ -181,9 +181,10 @@ def test_wrong_schedule_is_refused(tmp_path, tiny_state, tiny_configs):
 def test_unreadable_files_are_refused(tmp_path, tiny_state):
     with pytest.raises(GenFusionError, match="not found"):
         read_checkpoint(tmp_path / "missing.ckpt")
-    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(GenFusionError, match="cannot read"):
-        read_checkpoint(tmp_path / "junk.ckpt")
+    for name in ("junk.ckpt", "junk.safetensors"):
+        (tmp_path / name).write_bytes(b"not a checkpoint")
+        with pytest.raises(GenFusionError, match="cannot read"):
+            read_checkpoint(tmp_path / name)
     torch.save({"state_dict": {"x": torch.zeros(1)}, "hparams": NotATensor()}, tmp_path / "pickled.ckpt")
     with pytest.raises(GenFusionError, match="--trust-checkpoint"):
         read_checkpoint(tmp_path / "pickled.ckpt")
