@@ -37,12 +37,12 @@ def plan_windows(num_frames: int, window: int = 16, overlap: int = 4) -> list[Wi
     """
     if num_frames < 1:
         raise ValueError(f"need at least one frame, got {num_frames}")
-    if window < 1 or not 0 <= overlap < window:
-        raise ValueError(
-            f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}"
-        )
+    if window < 1:
+        raise ValueError(f"need window >= 1, got {window=}")
     if num_frames <= window:
         return [Window(0, num_frames)]
+    if not 0 <= overlap < window:
+        raise ValueError(f"need 0 <= overlap < window, got {window=}, {overlap=}")
     count = math.ceil((num_frames - window) / (window - overlap)) + 1
     last = num_frames - window
     # Spread the starts evenly: every overlap is then >= ``overlap`` and they differ by <= 1 frame.
