@@ -22,6 +22,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation, Slerp
 
+from genfusion.data.geometry import resize_camera
 from genfusion.data.types import Camera
 from genfusion.errors import GenFusionError
 
@@ -33,17 +34,6 @@ def even_size(width: float, height: float, max_side: int | None = None) -> tuple
     (H.264 with yuv420p needs even dimensions), at least 2."""
     scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-
-
-def resize_camera(camera: Camera, width: int, height: int) -> Camera:
-    """The same camera rendering into ``width`` x ``height`` (intrinsics scaled per axis)."""
-    sx, sy = width / camera.width, height / camera.height
-    K = camera.K.copy()
-    K[0, 0] *= sx
-    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-    K[1, 1] *= sy
-    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-    return Camera(camtoworld=camera.camtoworld, K=K, width=width, height=height, name=camera.name)
 
 
 def read_camera_path(path: str | Path) -> tuple[list[Camera], float | None]:
