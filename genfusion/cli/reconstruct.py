@@ -144,20 +144,22 @@ def reconstruct(scene, config, out_dir: Path, *, scene_info: dict, resume: dict 
     from genfusion.splat import checkpoint as ckpt
     from genfusion.splat.trainer import Trainer
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out_dir / ckpt.CHECKPOINT_NAME
     bar = nullcontext(progress) if (quiet or progress is not None) else tqdm_progress()
     with bar as callback:
         trainer = Trainer(
             scene, config, progress=callback, scene_info=scene_info, checkpoint_path=checkpoint_path
         )
+        out_dir.mkdir(parents=True, exist_ok=True)  # only once the run is accepted (memory, split)
         if resume is not None:
             trainer.load_state(resume)
         trainer.train()
         trainer.save_checkpoint()
         evaluation = trainer.evaluate()
 
-    sample = trainer._render(trainer.train_views, 0, config.sh_degree, trainer.background)
+    backend = config.backend
+    if backend == "auto":  # what render() picks: gsplat for CUDA tensors, our torch rasteriser otherwise
+        backend = "gsplat" if trainer.device.type == "cuda" else "torch"
     views = [{"name": v.name, "psnr": v.psnr, "ssim": v.ssim, "lpips": v.lpips} for v in evaluation.views]
     metrics = {
         "psnr": evaluation.mean("psnr"),
@@ -171,7 +173,7 @@ def reconstruct(scene, config, out_dir: Path, *, scene_info: dict, resume: dict 
         "time_s": round(trainer.elapsed, 3),
         "num_gaussians": trainer.num_gaussians,
         "method": config.method,
-        "backend": sample.meta.get("backend"),
+        "backend": backend,
         "device": str(trainer.device),
         "init": trainer.init_note,
         "scene_scale": trainer.scene_scale,
