@@ -25,6 +25,7 @@ class Composite:
 
     alpha: Tensor  # fragment opacity (0 where the fragment does not exist)
     t_before: Tensor  # transmittance in front of each fragment
+    t_after: Tensor  # transmittance behind each fragment, cumprod(1 - alpha)
     included: Tensor  # bool: the fragment is composited (before the pixel stopped)
     weights: Tensor  # alpha * t_before on included fragments, else 0
     t_final: Tensor  # [G, P] transmittance behind the last included fragment
@@ -32,12 +33,18 @@ class Composite:
 
 def composite_weights(alpha: Tensor) -> Composite:
     """Blending weights of depth-sorted fragment opacities ``alpha`` [G, K, P]."""
-    t_after = torch.cumprod(1.0 - alpha, dim=1)
+    return composite_from_transmittance(alpha, torch.cumprod(1.0 - alpha, dim=1))
+
+
+def composite_from_transmittance(alpha: Tensor, t_after: Tensor) -> Composite:
+    """``composite_weights`` given the inclusive transmittance cumprod(1 - alpha) [G, K, P]."""
     included = t_after > TRANSMITTANCE_STOP
     t_before = torch.cat([torch.ones_like(t_after[:, :1]), t_after[:, :-1]], dim=1)
     weights = alpha * t_before * included
     t_final = torch.where(included, t_after, torch.ones_like(t_after)).amin(dim=1)
-    return Composite(alpha=alpha, t_before=t_before, included=included, weights=weights, t_final=t_final)
+    return Composite(
+        alpha=alpha, t_before=t_before, t_after=t_after, included=included, weights=weights, t_final=t_final
+    )
 
 
 def accumulate(comp: Composite, features: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ class TileGroup:
     valid: Tensor  # [G, K] bool, False on padding
     pixel_x: Tensor  # [G, 1, P] pixel-centre x coordinates of each tile's pixels
     pixel_y: Tensor  # [G, 1, P] pixel-centre y coordinates
+    origin: Tensor  # [G, 2] float64 pixel coordinates (x, y) of each tile's top-left corner
 
 
 @dataclass
@@ -54,7 +55,7 @@ def bin_gaussians(
     width: int,
     height: int,
     *,
-    max_elements: int = 1 << 22,
+    max_elements: int = 1 << 18,
     min_fill: float = 0.6,
 ) -> TileBins:
     """Intersect Gaussians with tiles and form padded tile groups.
@@ -148,9 +149,23 @@ def _make_groups(
                 valid=valid,
                 pixel_x=origin_x + local_x,
                 pixel_y=origin_y + local_y,
+                origin=torch.cat([origin_x[:, 0], origin_y[:, 0]], dim=1).double(),
             )
         )
     return groups
+
+
+_MONOMIALS: dict[torch.device, Tensor] = {}
+
+
+def pixel_monomials(device: torch.device) -> Tensor:
+    """[6, P] float64 monomials (1, x, y, x^2, xy, y^2) of tile-local pixel centres."""
+    if device not in _MONOMIALS:
+        offsets = torch.arange(PIXELS_PER_TILE, device=device)
+        x = (offsets % TILE_SIZE).double() + 0.5
+        y = (offsets // TILE_SIZE).double() + 0.5
+        _MONOMIALS[device] = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y])
+    return _MONOMIALS[device]
 
 
 def tiles_to_image(
