@@ -46,7 +46,6 @@ def test_gsplat_matches_torch_backend(mode):
     for name, a, b in zip(PARAM_NAMES, ref_grads, our_grads, strict=True):
         diff = (a - b).abs()
         scale = float(a.abs().max())
-        print(
-            f"[{mode}] d/d{name}: max {float(diff.max()):.3g} (scale {scale:.3g}) mean {float(diff.mean()):.3g}"
-        )
+        stats = f"max {float(diff.max()):.3g} mean {float(diff.mean()):.3g} (scale {scale:.3g})"
+        print(f"[{mode}] d/d{name}: {stats}")
         assert float(diff.max()) <= GRAD_TOL * scale, name
