@@ -12,27 +12,87 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from genfusion.splat.compositing import accumulate, backward_alpha, composite_weights, distortion
-from genfusion.splat.fragments import fragment_alpha, ray_splat_2dgs, sigma_2dgs
-from genfusion.splat.projection import MAX_ALPHA, Projection2DGS
-from genfusion.splat.tiling import PIXELS_PER_TILE, TileBins, TileGroup, bin_gaussians, tiles_to_image
+from genfusion.splat.compositing import (
+    accumulate,
+    backward_alpha,
+    composite_from_transmittance,
+    composite_weights,
+    distortion,
+)
+from genfusion.splat.fragments import FILTER_INV_SQUARE_2DGS
+from genfusion.splat.projection import ALPHA_THRESHOLD, MAX_ALPHA, Projection2DGS
+from genfusion.splat.tiling import (
+    PIXELS_PER_TILE,
+    TileBins,
+    TileGroup,
+    bin_gaussians,
+    pixel_monomials,
+    tiles_to_image,
+)
+
+SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward fragments for the backward up to this size
 
 
-def _fragments(group: TileGroup, means2d: Tensor, transforms: Tensor, opacities: Tensor):
-    """Per-fragment quantities of one block (see ``fragments.py`` for the maths)."""
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    return torch.linalg.cross(a, b, dim=-1)
+
+
+def _geometry(group: TileGroup, means2d: Tensor, transforms: Tensor):
+    """Ray-splat intersections and low-pass distances of one block, by one float64 product.
+
+    With tile-local pixel coordinates (lx, ly) and the tile origin (ox, oy), the planes through a
+    pixel's ray are h_u = hu0 + lx w and h_v = hv0 + ly w (hu0 = ox w - u, hv0 = oy w - v), so
+    their cross product is affine in the pixel: A + lx B + ly C with A = hu0 x hv0,
+    B = w x hv0, C = hu0 x w. The squared distance to the centre is a quadratic. float64 keeps
+    the expansion free of cancellation error.
+
+    Returns ((cx, cy, cz, dist2) float [G, K, P] views, per-(g, k) float64 terms for the backward).
+    """
     ids = group.gaussian_ids
-    rows = transforms[ids]  # [G, K, 9] rows u, v, w
-    cols = [rows[..., k : k + 1] for k in range(9)]
-    row_u, row_v, row_w = tuple(cols[0:3]), tuple(cols[3:6]), tuple(cols[6:9])
-    px, py = group.pixel_x, group.pixel_y
-    cross = ray_splat_2dgs(px, py, row_u, row_v, row_w)
-    m2d = means2d[ids]
-    dx = m2d[..., 0:1] - px
-    dy = m2d[..., 1:2] - py
-    sigma, hit, use_3d = sigma_2dgs(*cross, dx, dy)
-    opacity = opacities[ids][..., None]
-    alpha, exists = fragment_alpha(opacity, sigma, group.valid[..., None] & hit)
-    return (row_u, row_v, row_w), cross, dx, dy, sigma, use_3d, opacity, alpha, exists
+    rows = transforms[ids].double()  # [G, K, 9]
+    u, v, w = rows[..., 0:3], rows[..., 3:6], rows[..., 6:9]
+    ox = group.origin[:, 0, None, None]
+    oy = group.origin[:, 1, None, None]
+    hu0 = ox * w - u
+    hv0 = oy * w - v
+    a, b, c = _cross(hu0, hv0), _cross(w, hv0), _cross(hu0, w)  # [G, K, 3]
+    m2d = means2d[ids].double()
+    mx = m2d[..., 0] - group.origin[:, 0:1]
+    my = m2d[..., 1] - group.origin[:, 1:2]
+    zeros = torch.zeros_like(a)
+    # coefficients over the monomials (1, x, y, x^2, xy, y^2): rows cx, cy, cz, |d|^2
+    cross_coefficients = torch.stack([a, b, c, zeros, zeros, zeros], dim=-1)  # [G, K, 3, 6]
+    ones = torch.ones_like(mx)
+    dist_coefficients = torch.stack(
+        [mx * mx + my * my, -2 * mx, -2 * my, ones, torch.zeros_like(mx), ones], dim=-1
+    )[:, :, None]  # [G, K, 1, 6]
+    coefficients = torch.cat([cross_coefficients, dist_coefficients], dim=2)  # [G, K, 4, 6]
+    n_groups, n_slots = ids.shape
+    values = torch.matmul(coefficients.reshape(n_groups, n_slots * 4, 6), pixel_monomials(rows.device))
+    values = values.to(transforms.dtype).reshape(n_groups, n_slots, 4, -1)
+    return values.unbind(2), (u, v, w, hu0, hv0, mx, my)
+
+
+def _alpha(group: TileGroup, means2d: Tensor, transforms: Tensor, opacities: Tensor):
+    """(alpha, gauss, use_3d, (cx, cy, cz)): fragment opacity (0 = no fragment), exp(-sigma),
+    which branch of gsplat's min() was taken, and the homogeneous intersection."""
+    (cx, cy, cz, dist2), _ = _geometry(group, means2d, transforms)
+    hit = cz != 0
+    cz_safe = torch.where(hit, cz, torch.ones_like(cz))
+    su, sv = cx / cz_safe, cy / cz_safe
+    weight_3d = su * su + sv * sv
+    weight_2d = dist2.mul_(FILTER_INV_SQUARE_2DGS)
+    use_3d = weight_3d <= weight_2d
+    sigma = torch.where(use_3d, weight_3d, weight_2d).mul_(0.5)
+    exists = sigma >= 0
+    exists &= hit
+    exists &= group.valid[..., None]
+    gauss = sigma.neg_().exp_()
+    alpha = gauss * opacities[group.gaussian_ids][..., None]
+    alpha.clamp_(max=MAX_ALPHA)
+    exists &= alpha >= ALPHA_THRESHOLD
+    alpha.mul_(exists)
+    return alpha, gauss, use_3d, (su, sv, cz_safe)
 
 
 class _Rasterize2DGS(torch.autograd.Function):
@@ -44,14 +104,19 @@ class _Rasterize2DGS(torch.autograd.Function):
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         distort = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE)
+        saved: list[tuple[Tensor, ...] | None] = []
+        budget = SAVE_BUDGET_BYTES
         for group in bins.groups:
-            *_, alpha, _ = _fragments(group, *flat)
+            alpha, gauss, _, _ = _alpha(group, *flat)
             comp = composite_weights(alpha)
             feats = flat_features[group.gaussian_ids]
             out[group.tile_ids] = accumulate(comp, feats)
             t_final[group.tile_ids] = comp.t_final
             distort[group.tile_ids] = distortion(comp, feats[..., depth_channel : depth_channel + 1])
-        ctx.bins, ctx.depth_channel = bins, depth_channel
+            size = 3 * alpha.numel() * alpha.element_size()
+            saved.append((alpha, gauss, comp.t_after) if size <= budget else None)
+            budget -= size if size <= budget else 0
+        ctx.bins, ctx.depth_channel, ctx.saved_fragments = bins, depth_channel, saved
         ctx.save_for_backward(means2d, transforms, opacities, features)
         return out, t_final, distort
 
@@ -63,13 +128,17 @@ class _Rasterize2DGS(torch.autograd.Function):
         n_features = features.shape[-1]
         flat = (means2d.reshape(-1, 2), transforms.reshape(-1, 9), opacities.reshape(-1))
         flat_features = features.reshape(-1, n_features)
-        g_means2d = torch.zeros_like(flat[0])
-        g_transforms = torch.zeros_like(flat[1])
+        g_means2d = torch.zeros_like(flat[0], dtype=torch.float64)
+        g_transforms = torch.zeros_like(flat[1], dtype=torch.float64)
         g_opacities = torch.zeros_like(flat[2])
         g_features = torch.zeros_like(flat_features)
-        for group in bins.groups:
-            rows, cross, dx, dy, sigma, use_3d, opacity, alpha, exists = _fragments(group, *flat)
-            comp = composite_weights(alpha)
+        monomials_t = pixel_monomials(means2d.device)[:3].transpose(0, 1)  # [P, 3]: 1, x, y
+        for group, saved in zip(bins.groups, ctx.saved_fragments, strict=True):
+            alpha, gauss, use_3d, (su, sv, cz) = _alpha(group, *flat)
+            if saved is None:
+                comp = composite_weights(alpha)
+            else:
+                comp = composite_from_transmittance(*saved[:1], saved[2])
             feats = flat_features[group.gaussian_ids]
             g_alpha, g_feats, g_depth = backward_alpha(
                 comp,
@@ -80,48 +149,38 @@ class _Rasterize2DGS(torch.autograd.Function):
                 grad_distortion=grad_distort[group.tile_ids],
             )
             g_feats[..., depth_channel] += g_depth
-            gauss = torch.exp(-sigma)
-            raw = opacity * gauss
-            g_raw = torch.where(exists & (raw <= MAX_ALPHA), g_alpha, torch.zeros_like(g_alpha))
-            g_sigma = -g_raw * raw
-            zero = torch.zeros_like(g_sigma)
-            g_sigma_3d = torch.where(use_3d, g_sigma, zero)
-            g_sigma_2d = g_sigma - g_sigma_3d
-            # low-pass branch: sigma = |d|^2
-            g_m2d = torch.stack([(2.0 * g_sigma_2d * dx).sum(-1), (2.0 * g_sigma_2d * dy).sum(-1)], dim=-1)
-            # ray-splat branch: sigma = 0.5 (s_u^2 + s_v^2), (s_u, s_v) = (cx, cy) / cz
-            cx, cy, cz = cross
-            cz_safe = torch.where(cz != 0, cz, torch.ones_like(cz))
-            su, sv = cx / cz_safe, cy / cz_safe
-            g_cx = g_sigma_3d * su / cz_safe
-            g_cy = g_sigma_3d * sv / cz_safe
+            raw = gauss * flat[2][group.gaussian_ids][..., None]
+            unclamped = (alpha > 0) & (raw <= MAX_ALPHA)
+            g_raw = g_alpha.mul_(unclamped)
+            g_opac = torch.linalg.vecdot(g_raw, gauss)
+            g_sigma = g_raw.mul_(raw).neg_()
+            g_sigma_3d = torch.where(use_3d, g_sigma, torch.zeros_like(g_sigma))
+            g_sigma_2d = g_sigma.sub_(g_sigma_3d)
+            # sigma_3d = 0.5 (su^2 + sv^2), (su, sv) = (cx, cy) / cz
+            g_cx = g_sigma_3d * su / cz
+            g_cy = g_sigma_3d * sv / cz
             g_cz = -(g_cx * su + g_cy * sv)
-            row_u, row_v, row_w = rows
-            px, py = group.pixel_x, group.pixel_y
-            hu = [px * w - u for u, w in zip(row_u, row_w, strict=True)]
-            hv = [py * w - v for v, w in zip(row_v, row_w, strict=True)]
-            # cross = hu x hv  =>  d/dhu = hv x g, d/dhv = g x hu
-            g_hu = [
-                hv[1] * g_cz - hv[2] * g_cy,
-                hv[2] * g_cx - hv[0] * g_cz,
-                hv[0] * g_cy - hv[1] * g_cx,
-            ]
-            g_hv = [
-                g_cy * hu[2] - g_cz * hu[1],
-                g_cz * hu[0] - g_cx * hu[2],
-                g_cx * hu[1] - g_cy * hu[0],
-            ]
-            g_rows = [-(g.sum(-1)) for g in g_hu] + [-(g.sum(-1)) for g in g_hv]
-            g_rows += [(px * gu + py * gv).sum(-1) for gu, gv in zip(g_hu, g_hv, strict=True)]
-            g_rt = torch.stack(g_rows, dim=-1)  # [G, K, 9]
+            stacked = torch.stack([g_cx, g_cy, g_cz, g_sigma_2d], dim=2).double()  # [G, K, 4, P]
+            moments = torch.matmul(stacked, monomials_t)  # [G, K, 4, 3]: sums of g * (1, x, y)
+            _, (u, v, w, hu0, hv0, mx, my) = _geometry(group, *flat[:2])
+            g_a, g_b, g_c = moments[:, :, :3, 0], moments[:, :, :3, 1], moments[:, :, :3, 2]
+            # a = hu0 x hv0, b = w x hv0, c = hu0 x w; for p = q x r: dq = r x g, dr = g x q
+            g_hu0 = _cross(hv0, g_a) + _cross(w, g_c)
+            g_hv0 = _cross(g_a, hu0) + _cross(g_b, w)
+            g_w = _cross(hv0, g_b) + _cross(g_c, hu0)
+            g_w = g_w + group.origin[:, 0, None, None] * g_hu0 + group.origin[:, 1, None, None] * g_hv0
+            g_rt = torch.cat([-g_hu0, -g_hv0, g_w], dim=-1)  # [G, K, 9]
+            # low-pass branch: sigma_2d = |mean2d - pixel|^2
+            s0, s1, s2 = moments[:, :, 3].unbind(-1)
+            g_m2d = torch.stack([2 * (mx * s0 - s1), 2 * (my * s0 - s2)], dim=-1)
             ids = group.gaussian_ids.reshape(-1)
             g_means2d.index_add_(0, ids, g_m2d.reshape(-1, 2))
             g_transforms.index_add_(0, ids, g_rt.reshape(-1, 9))
-            g_opacities.index_add_(0, ids, (g_raw * gauss).sum(-1).reshape(-1))
+            g_opacities.index_add_(0, ids, g_opac.reshape(-1))
             g_features.index_add_(0, ids, g_feats.reshape(-1, n_features))
         return (
-            g_means2d.reshape(means2d.shape),
-            g_transforms.reshape(transforms.shape),
+            g_means2d.to(means2d.dtype).reshape(means2d.shape),
+            g_transforms.to(transforms.dtype).reshape(transforms.shape),
             g_opacities.reshape(opacities.shape),
             g_features.reshape(features.shape),
             None,
