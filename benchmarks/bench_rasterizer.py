@@ -94,7 +94,7 @@ def time_backend(scene: dict, mode: str, backend: str, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="20k at 256x192 only; no JSON")
     args = parser.parse_args()
@@ -109,6 +109,10 @@ def main() -> None:
             scene = make_scene(n, width, height)
             row = {"mode": mode, "n_gaussians": n, "width": width, "height": height}
             row["torch_cpu"] = time_backend(scene, mode, "torch", args.repeats)
+            if n <= 20_000:  # single-threaded too: robust to other jobs on a shared machine
+                torch.set_num_threads(1)
+                row["torch_cpu_1thread"] = time_backend(scene, mode, "torch", args.repeats)
+                torch.set_num_threads(args.threads)
             dense_bytes = 20 * 4 * n * width * height
             if dense_bytes <= DENSE_MEMORY_LIMIT:
                 row["dense_cpu"] = time_backend(scene, mode, "dense", max(1, args.repeats // 2))
@@ -124,7 +128,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         # The dense reference fits at small N: a same-run ratio against it.
-        n_small = 1000
+        n_small = 500
         scene = make_scene(n_small, 256, 192)
         row = {"mode": mode, "n_gaussians": n_small, "width": 256, "height": 192, "dense_small": True}
         row["torch_cpu"] = time_backend(scene, mode, "torch", args.repeats)
@@ -145,6 +149,7 @@ def main() -> None:
             "torch_threads": args.threads,
             "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if has_cuda else None,
+            "load_average_at_end": os.getloadavg(),
         },
         "target": "20k Gaussians at 256x192, forward+backward < 0.5 s on 2 threads (CPU, torch backend)",
         "rows": rows,

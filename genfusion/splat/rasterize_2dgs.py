@@ -26,6 +26,7 @@ from genfusion.splat.tiling import (
     TileBins,
     TileGroup,
     bin_gaussians,
+    map_groups,
     pixel_monomials,
     tiles_to_image,
 )
@@ -104,18 +105,23 @@ class _Rasterize2DGS(torch.autograd.Function):
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         distort = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE)
-        saved: list[tuple[Tensor, ...] | None] = []
-        budget = SAVE_BUDGET_BYTES
-        for group in bins.groups:
+        save = 3 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
+
+        def run(group: TileGroup):
             alpha, gauss, _, _ = _alpha(group, *flat)
             comp = composite_weights(alpha)
             feats = flat_features[group.gaussian_ids]
-            out[group.tile_ids] = accumulate(comp, feats)
-            t_final[group.tile_ids] = comp.t_final
-            distort[group.tile_ids] = distortion(comp, feats[..., depth_channel : depth_channel + 1])
-            size = 3 * alpha.numel() * alpha.element_size()
-            saved.append((alpha, gauss, comp.t_after) if size <= budget else None)
-            budget -= size if size <= budget else 0
+            blended = accumulate(comp, feats)
+            distorted = distortion(comp, feats[..., depth_channel : depth_channel + 1])
+            return blended, comp.t_final, distorted, (alpha, gauss, comp.t_after) if save else None
+
+        results = map_groups(run, bins.groups)
+        saved = []
+        for group, (blended, t_group, distorted, kept) in zip(bins.groups, results, strict=True):
+            out[group.tile_ids] = blended
+            t_final[group.tile_ids] = t_group
+            distort[group.tile_ids] = distorted
+            saved.append(kept)
         ctx.bins, ctx.depth_channel, ctx.saved_fragments = bins, depth_channel, saved
         ctx.save_for_backward(means2d, transforms, opacities, features)
         return out, t_final, distort
@@ -133,7 +139,8 @@ class _Rasterize2DGS(torch.autograd.Function):
         g_opacities = torch.zeros_like(flat[2])
         g_features = torch.zeros_like(flat_features)
         monomials_t = pixel_monomials(means2d.device)[:3].transpose(0, 1)  # [P, 3]: 1, x, y
-        for group, saved in zip(bins.groups, ctx.saved_fragments, strict=True):
+
+        def run(group: TileGroup, saved):
             alpha, gauss, use_3d, (su, sv, cz) = _alpha(group, *flat)
             if saved is None:
                 comp = composite_weights(alpha)
@@ -173,6 +180,10 @@ class _Rasterize2DGS(torch.autograd.Function):
             # low-pass branch: sigma_2d = |mean2d - pixel|^2
             s0, s1, s2 = moments[:, :, 3].unbind(-1)
             g_m2d = torch.stack([2 * (mx * s0 - s1), 2 * (my * s0 - s2)], dim=-1)
+            return g_m2d, g_rt, g_opac, g_feats
+
+        results = map_groups(run, bins.groups, ctx.saved_fragments)
+        for group, (g_m2d, g_rt, g_opac, g_feats) in zip(bins.groups, results, strict=True):
             ids = group.gaussian_ids.reshape(-1)
             g_means2d.index_add_(0, ids, g_m2d.reshape(-1, 2))
             g_transforms.index_add_(0, ids, g_rt.reshape(-1, 9))

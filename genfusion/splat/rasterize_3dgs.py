@@ -31,6 +31,7 @@ from genfusion.splat.tiling import (
     TileBins,
     TileGroup,
     bin_gaussians,
+    map_groups,
     pixel_monomials,
     tiles_to_image,
 )
@@ -85,16 +86,20 @@ class _Rasterize3DGS(torch.autograd.Function):
         flat_features = features.reshape(-1, n_features)
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
-        saved: list[tuple[Tensor, Tensor, Tensor] | None] = []
-        budget = SAVE_BUDGET_BYTES
-        for group in bins.groups:
+        save = 3 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
+
+        def run(group: TileGroup):
             alpha, gauss = _alpha(group, *flat)
             comp = composite_weights(alpha)
-            out[group.tile_ids] = accumulate(comp, flat_features[group.gaussian_ids])
-            t_final[group.tile_ids] = comp.t_final
-            size = 3 * alpha.numel() * alpha.element_size()
-            saved.append((alpha, gauss, comp.t_after) if size <= budget else None)
-            budget -= size if size <= budget else 0
+            blended = accumulate(comp, flat_features[group.gaussian_ids])
+            return blended, comp.t_final, (alpha, gauss, comp.t_after) if save else None
+
+        results = map_groups(run, bins.groups)
+        saved = []
+        for group, (blended, t_group, kept) in zip(bins.groups, results, strict=True):
+            out[group.tile_ids] = blended
+            t_final[group.tile_ids] = t_group
+            saved.append(kept)
         ctx.bins, ctx.saved_fragments = bins, saved
         ctx.save_for_backward(means2d, conics, opacities, features)
         return out, t_final
@@ -111,7 +116,8 @@ class _Rasterize3DGS(torch.autograd.Function):
         g_opacities = torch.zeros_like(flat[2])
         g_features = torch.zeros_like(flat_features)
         monomials_t = pixel_monomials(means2d.device).transpose(0, 1)  # [P, 6]
-        for group, saved in zip(bins.groups, ctx.saved_fragments, strict=True):
+
+        def run(group: TileGroup, saved):
             if saved is None:
                 alpha, gauss = _alpha(group, *flat)
                 comp = composite_weights(alpha)
@@ -137,6 +143,10 @@ class _Rasterize3DGS(torch.autograd.Function):
             sum_yy = my * my * m0 - 2 * my * m2 + m5
             g_m2d = torch.stack([a * sum_x + b * sum_y, c * sum_y + b * sum_x], dim=-1)
             g_conic = torch.stack([0.5 * sum_xx, sum_xy, 0.5 * sum_yy], dim=-1)
+            return g_m2d, g_conic, g_opac, g_feats
+
+        results = map_groups(run, bins.groups, ctx.saved_fragments)
+        for group, (g_m2d, g_conic, g_opac, g_feats) in zip(bins.groups, results, strict=True):
             ids = group.gaussian_ids.reshape(-1)
             g_means2d.index_add_(0, ids, g_m2d.reshape(-1, 2))
             g_conics.index_add_(0, ids, g_conic.reshape(-1, 3))

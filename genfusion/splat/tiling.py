@@ -10,7 +10,10 @@ bound of ``max_elements`` per block.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -153,6 +156,42 @@ def _make_groups(
             )
         )
     return groups
+
+
+T = TypeVar("T")
+
+
+def map_groups(fn: Callable[..., T], *sequences: Sequence) -> list[T]:
+    """``[fn(*items) for items in zip(*sequences)]``, spread over torch's CPU threads.
+
+    Tile blocks are cache-sized, too small for torch's intra-op threading to pay off (each op's
+    thread barrier costs more than the op, badly so on a shared machine). So blocks run side by
+    side in a thread pool (torch releases the GIL) with intra-op threading off meanwhile.
+    """
+    items = list(zip(*sequences, strict=True))
+    workers = torch.get_num_threads()
+    on_cpu = not any(isinstance(x, torch.Tensor) and x.is_cuda for x in _first_tensors(items))
+    if workers <= 1 or len(items) < 2 or not on_cpu:
+        return [fn(*args) for args in items]
+    grad_enabled = torch.is_grad_enabled()  # grad mode is thread-local: carry it to the workers
+
+    def call(args: tuple) -> T:
+        with torch.set_grad_enabled(grad_enabled):
+            return fn(*args)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(call, items))
+    finally:
+        torch.set_num_threads(workers)
+
+
+def _first_tensors(items: list[tuple]) -> list:
+    if not items:
+        return []
+    first = items[0][0]
+    return [getattr(first, "gaussian_ids", first)]
 
 
 _MONOMIALS: dict[torch.device, Tensor] = {}
