@@ -1,8 +1,9 @@
 """Per-fragment (Gaussian x pixel) opacity, shared by the dense reference and the tiled rasterisers.
 
-A fragment is one Gaussian seen at one pixel centre (x + 0.5, y + 0.5). These functions broadcast
-over any leading shape, so the dense reference calls them on [N, P] grids and the tiled
-rasterisers on [tiles, K, P] blocks. Semantics are gsplat's: sigma is half the squared Mahalanobis
+A fragment is one Gaussian seen at one pixel centre (x + 0.5, y + 0.5). These are the direct,
+textbook forms that the dense reference evaluates on [N, P] grids; the tiled rasterisers compute
+the same quantities by block-wise float64 matrix products (see their docstrings), and the parity
+tests hold the two together. Semantics are gsplat's: sigma is half the squared Mahalanobis
 (3DGS) or ray-splat (2DGS) distance, alpha = min(0.999, opacity * exp(-sigma)), and a fragment
 with sigma < 0 or alpha < 1/255 does not exist.
 """

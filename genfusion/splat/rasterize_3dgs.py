@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from genfusion.splat.compositing import (
-    Composite,
     accumulate,
     backward_alpha,
     composite_from_transmittance,
@@ -180,5 +179,3 @@ def rasterize_3dgs(
     shape = (n_cameras, bins.tiles_x, bins.tiles_y, width, height)
     return tiles_to_image(out, *shape), tiles_to_image(t_final[..., None], *shape)
 
-
-__all__ = ["Composite", "rasterize_3dgs"]
