@@ -78,6 +78,7 @@ class ReconstructConfig:
     refine_every: int = 100  # densify every this many steps
     min_refine_every: int = 10  # scaled refine_every never drops below this (gradient statistics)
     reset_every: int = 3_000  # reset opacities every this many steps while densifying
+    min_reset_every: int = 500  # scaled reset interval never drops below this (recovery takes hundreds)
     grow_grad2d: float = 2e-4  # screen-space gradient above which Gaussians are split or cloned
     grow_scale3d: float = 0.01  # clone below / split above this size (fraction of scene_scale)
     prune_scale3d: float = 0.1  # prune Gaussians larger than this (fraction of scene_scale)
@@ -169,8 +170,8 @@ def schedule_for(config: ReconstructConfig) -> Schedule:
         refine_start=round(config.refine_start * factor),
         refine_stop=round(config.refine_stop * factor),
         refine_every=refine_every,
-        # a reset must leave a few refinements in between, or opacities never recover
-        reset_every=max(round(config.reset_every * factor), 3 * refine_every),
+        # opacities need hundreds of steps to recover from a reset: short runs reset rarely or never
+        reset_every=max(round(config.reset_every * factor), 3 * refine_every, config.min_reset_every),
         normal_start=round(config.normal_start * factor),
         distortion_start=round(config.distortion_start * factor),
     )

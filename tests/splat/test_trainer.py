@@ -83,7 +83,7 @@ def run_recorded(scene, images, cfg, checkpoint_path=None, copy_at=None):
 def trained_3dgs(synthetic, tmp_path_factory):
     scene, images = synthetic
     path = tmp_path_factory.mktemp("run3") / "checkpoint.pt"
-    cfg = tiny_config(method="3dgs", iterations=30, log_every=1, checkpoint_every=15, random_background=True)
+    cfg = tiny_config(method="3dgs", iterations=30, log_every=1, checkpoint_every=15)
     return (*run_recorded(scene, images, cfg, path, copy_at=15), path)
 
 
@@ -112,7 +112,7 @@ def test_training_lowers_loss_densifies_and_ramps_sh(which, request):
     assert len(set(counts)) > 1, "densification never changed the Gaussian count"
     # PSNR on the training views after training is well above what the random init gave
     after = trainer.evaluate(trainer.train_views, keep_renders=False).mean("psnr")
-    assert after > first_psnr + 2.0, (first_psnr, after)
+    assert after > first_psnr + 1.5, (first_psnr, after)
     evaluation = trainer.evaluate()
     assert len(evaluation.views) == 2 and evaluation.renders[0].shape == (H, W, 3)
     assert all(np.isfinite(v.psnr) and 0 < v.ssim <= 1 for v in evaluation.views)
@@ -192,15 +192,16 @@ def test_mcmc_needs_cuda(synthetic):
 
 
 def test_fern_training_views_psnr(fern_dir):
-    """A few real photos: 40 steps of 3DGS at 63x47 must fit the training views."""
+    """A few real photos: 150 steps of 3DGS at 63x47 must fit the training views."""
     from genfusion.data import load_scene
 
     scene = load_scene(fern_dir, downscale=64)
     scene = scene.subset([0, 1, 2, 3, 8])  # test view 0 (holdout8), four training views
-    cfg = tiny_config(method="3dgs", iterations=40, split="holdout8", init_random_points=400, sh_degree=0)
+    cfg = tiny_config(method="3dgs", iterations=150, split="holdout8", init_random_points=1000, sh_degree=0)
     trainer = Trainer(scene, cfg)
     before = trainer.evaluate(trainer.train_views, keep_renders=False).mean("psnr")
     trainer.train()
     after = trainer.evaluate(trainer.train_views, keep_renders=False).mean("psnr")
     print(f"fern training-view PSNR {before:.2f} -> {after:.2f} dB")
-    assert after > before + 4.0, (before, after)
+    # measured: 12.6 -> 23.5 dB (the Gaussian count grows from 1,000 to ~23k)
+    assert after > 20.0 and after > before + 8.0, (before, after)
