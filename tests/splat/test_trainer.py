@@ -197,11 +197,18 @@ def test_fern_training_views_psnr(fern_dir):
 
     scene = load_scene(fern_dir, downscale=64)
     scene = scene.subset([0, 1, 2, 3, 8])  # test view 0 (holdout8), four training views
-    cfg = tiny_config(method="3dgs", iterations=150, split="holdout8", init_random_points=1000, sh_degree=0)
+    cfg = tiny_config(
+        method="3dgs",
+        iterations=150,
+        split="holdout8",
+        init_random_points=1000,
+        sh_degree=0,
+        max_gaussians=5000,
+    )
     trainer = Trainer(scene, cfg)
     before = trainer.evaluate(trainer.train_views, keep_renders=False).mean("psnr")
     trainer.train()
     after = trainer.evaluate(trainer.train_views, keep_renders=False).mean("psnr")
     print(f"fern training-view PSNR {before:.2f} -> {after:.2f} dB")
-    # measured: 12.6 -> 23.5 dB (the Gaussian count grows from 1,000 to ~23k)
+    # measured: 12.6 -> ~23 dB (densification grows 1,000 Gaussians to the 5,000 cap)
     assert after > 20.0 and after > before + 8.0, (before, after)
