@@ -74,10 +74,11 @@ def _geometry(group: TileGroup, means2d: Tensor, transforms: Tensor):
     return values.unbind(2), (u, v, w, hu0, hv0, mx, my)
 
 
-def _alpha(group: TileGroup, means2d: Tensor, transforms: Tensor, opacities: Tensor):
-    """(alpha, gauss, use_3d, (cx, cy, cz)): fragment opacity (0 = no fragment), exp(-sigma),
-    which branch of gsplat's min() was taken, and the homogeneous intersection."""
-    (cx, cy, cz, dist2), _ = _geometry(group, means2d, transforms)
+def _intersections(values: tuple[Tensor, ...]):
+    """(su, sv, cz_safe, hit, use_3d, sigma) [G, K, P] from ``_geometry``'s (cx, cy, cz, dist2):
+    the splat-space intersection, which branch of gsplat's min() was taken, and sigma.
+    ``dist2`` is overwritten."""
+    cx, cy, cz, dist2 = values
     hit = cz != 0
     cz_safe = torch.where(hit, cz, torch.ones_like(cz))
     su, sv = cx / cz_safe, cy / cz_safe
@@ -85,6 +86,15 @@ def _alpha(group: TileGroup, means2d: Tensor, transforms: Tensor, opacities: Ten
     weight_2d = dist2.mul_(FILTER_INV_SQUARE_2DGS)
     use_3d = weight_3d <= weight_2d
     sigma = torch.where(use_3d, weight_3d, weight_2d).mul_(0.5)
+    return su, sv, cz_safe, hit, use_3d, sigma
+
+
+def _alpha(group: TileGroup, means2d: Tensor, transforms: Tensor, opacities: Tensor):
+    """(alpha, gauss, use_3d, (su, sv, cz), terms): fragment opacity (0 = no fragment),
+    exp(-sigma), which branch of gsplat's min() was taken, the splat-space intersection and
+    ``_geometry``'s per-(g, k) terms."""
+    values, terms = _geometry(group, means2d, transforms)
+    su, sv, cz_safe, hit, use_3d, sigma = _intersections(values)
     exists = sigma >= 0
     exists &= hit
     exists &= group.valid[..., None]
@@ -93,7 +103,7 @@ def _alpha(group: TileGroup, means2d: Tensor, transforms: Tensor, opacities: Ten
     alpha.clamp_(max=MAX_ALPHA)
     exists &= alpha >= ALPHA_THRESHOLD
     alpha.mul_(exists)
-    return alpha, gauss, use_3d, (su, sv, cz_safe)
+    return alpha, gauss, use_3d, (su, sv, cz_safe), terms
 
 
 class _Rasterize2DGS(torch.autograd.Function):
@@ -108,7 +118,7 @@ class _Rasterize2DGS(torch.autograd.Function):
         save = 3 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
 
         def run(group: TileGroup):
-            alpha, gauss, _, _ = _alpha(group, *flat)
+            alpha, gauss, _, _, _ = _alpha(group, *flat)
             comp = composite_weights(alpha)
             feats = flat_features[group.gaussian_ids]
             blended = accumulate(comp, feats)
@@ -141,11 +151,14 @@ class _Rasterize2DGS(torch.autograd.Function):
         monomials_t = pixel_monomials(means2d.device)[:3].transpose(0, 1)  # [P, 3]: 1, x, y
 
         def run(group: TileGroup, saved):
-            alpha, gauss, use_3d, (su, sv, cz) = _alpha(group, *flat)
             if saved is None:
+                alpha, gauss, use_3d, (su, sv, cz), terms = _alpha(group, *flat)
                 comp = composite_weights(alpha)
-            else:
-                comp = composite_from_transmittance(*saved[:1], saved[2])
+            else:  # the forward's alpha and exp(-sigma); only the geometry is recomputed
+                alpha, gauss, t_after = saved
+                values, terms = _geometry(group, *flat[:2])
+                su, sv, cz, _, use_3d, _ = _intersections(values)
+                comp = composite_from_transmittance(alpha, t_after)
             feats = flat_features[group.gaussian_ids]
             g_alpha, g_feats, g_depth = backward_alpha(
                 comp,
@@ -169,7 +182,7 @@ class _Rasterize2DGS(torch.autograd.Function):
             g_cz = -(g_cx * su + g_cy * sv)
             stacked = torch.stack([g_cx, g_cy, g_cz, g_sigma_2d], dim=2).double()  # [G, K, 4, P]
             moments = torch.matmul(stacked, monomials_t)  # [G, K, 4, 3]: sums of g * (1, x, y)
-            _, (u, v, w, hu0, hv0, mx, my) = _geometry(group, *flat[:2])
+            u, v, w, hu0, hv0, mx, my = terms
             g_a, g_b, g_c = moments[:, :, :3, 0], moments[:, :, :3, 1], moments[:, :, :3, 2]
             # a = hu0 x hv0, b = w x hv0, c = hu0 x w; for p = q x r: dq = r x g, dr = g x q
             g_hu0 = _cross(hv0, g_a) + _cross(w, g_c)
