@@ -28,6 +28,7 @@ from genfusion.splat.tiling import (
     bin_gaussians,
     map_groups,
     pixel_monomials,
+    tile_axis,
     tiles_to_image,
 )
 
@@ -39,15 +40,18 @@ def _cross(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _geometry(group: TileGroup, means2d: Tensor, transforms: Tensor):
-    """Ray-splat intersections and low-pass distances of one block, by one float64 product.
+    """Ray-splat intersections and low-pass distances of one block, from separable float64 parts.
 
     With tile-local pixel coordinates (lx, ly) and the tile origin (ox, oy), the planes through a
     pixel's ray are h_u = hu0 + lx w and h_v = hv0 + ly w (hu0 = ox w - u, hv0 = oy w - v), so
     their cross product is affine in the pixel: A + lx B + ly C with A = hu0 x hv0,
-    B = w x hv0, C = hu0 x w. The squared distance to the centre is a quadratic. float64 keeps
-    the expansion free of cancellation error.
+    B = w x hv0, C = hu0 x w. The squared distance to the centre is (lx - mx)^2 + (ly - my)^2.
+    Both are a per-row part (ly) plus a per-column part (lx) of the 16 x 16 tile, so one
+    broadcast float64 addition evaluates a whole block (cheaper than a K=6 matrix product).
+    float64 keeps the affine form free of cancellation error.
 
-    Returns ((cx, cy, cz, dist2) float [G, K, P] views, per-(g, k) float64 terms for the backward).
+    Returns ((cx, cy, cz, dist2) float [G, K, P] tensors, per-(g, k) float64 terms for the
+    backward).
     """
     ids = group.gaussian_ids
     rows = transforms[ids].double()  # [G, K, 9]
@@ -60,18 +64,17 @@ def _geometry(group: TileGroup, means2d: Tensor, transforms: Tensor):
     m2d = means2d[ids].double()
     mx = m2d[..., 0] - group.origin[:, 0:1]
     my = m2d[..., 1] - group.origin[:, 1:2]
-    zeros = torch.zeros_like(a)
-    # coefficients over the monomials (1, x, y, x^2, xy, y^2): rows cx, cy, cz, |d|^2
-    cross_coefficients = torch.stack([a, b, c, zeros, zeros, zeros], dim=-1)  # [G, K, 3, 6]
-    ones = torch.ones_like(mx)
-    dist_coefficients = torch.stack(
-        [mx * mx + my * my, -2 * mx, -2 * my, ones, torch.zeros_like(mx), ones], dim=-1
-    )[:, :, None]  # [G, K, 1, 6]
-    coefficients = torch.cat([cross_coefficients, dist_coefficients], dim=2)  # [G, K, 4, 6]
-    n_groups, n_slots = ids.shape
-    values = torch.matmul(coefficients.reshape(n_groups, n_slots * 4, 6), pixel_monomials(rows.device))
-    values = values.to(transforms.dtype).reshape(n_groups, n_slots, 4, -1)
-    return values.unbind(2), (u, v, w, hu0, hv0, mx, my)
+    axis = tile_axis(rows.device)  # [16] tile-local pixel centres
+    # [4, G, K, 16] parts over the tile's rows (ly) and columns (lx): cx, cy, cz, |d|^2
+    row_part = torch.cat(
+        [
+            a.permute(2, 0, 1)[..., None] + c.permute(2, 0, 1)[..., None] * axis,
+            ((axis - my[..., None]) ** 2)[None],
+        ]
+    )
+    col_part = torch.cat([b.permute(2, 0, 1)[..., None] * axis, ((axis - mx[..., None]) ** 2)[None]])
+    values = (row_part[..., :, None] + col_part[..., None, :]).to(transforms.dtype)  # [4, G, K, 16, 16]
+    return values.flatten(-2).unbind(0), (u, v, w, hu0, hv0, mx, my)
 
 
 def _intersections(values: tuple[Tensor, ...]):

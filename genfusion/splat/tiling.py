@@ -195,6 +195,14 @@ def _first_tensors(items: list[tuple]) -> list:
 
 
 _MONOMIALS: dict[torch.device, Tensor] = {}
+_AXES: dict[torch.device, Tensor] = {}
+
+
+def tile_axis(device: torch.device) -> Tensor:
+    """[TILE_SIZE] float64 tile-local pixel-centre coordinates 0.5, 1.5, ... along x or y."""
+    if device not in _AXES:
+        _AXES[device] = torch.arange(TILE_SIZE, device=device, dtype=torch.float64) + 0.5
+    return _AXES[device]
 
 
 def pixel_monomials(device: torch.device) -> Tensor:
