@@ -3,7 +3,6 @@ conventions, pose validation, exact camera resizing."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -110,17 +109,9 @@ def validate_pose(camtoworld: np.ndarray, frame: str, source: Path | str) -> np.
 
 
 def resize_camera(camera: Camera, width: int, height: int) -> Camera:
-    """The same camera for its image resized to exactly ``width`` x ``height`` pixels (as
-    :meth:`Camera.scaled`). ``source_K`` describes the file and is left alone."""
-    if (width, height) == (camera.width, camera.height):
-        return camera
-    sx, sy = width / camera.width, height / camera.height
-    K = camera.K.copy()
-    K[0, 0] *= sx
-    K[1, 1] *= sy
-    K[0, 2] *= sx
-    K[1, 2] *= sy
-    return replace(camera, K=K, width=int(width), height=int(height))
+    """The same camera for its image resized to exactly ``width`` x ``height`` pixels
+    (:meth:`Camera.resized`, as a function for ``map``-style use)."""
+    return camera.resized(width, height)
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:

@@ -88,20 +88,25 @@ class Camera:
         return float(self.K[1, 2])
 
     def scaled(self, factor: float) -> Camera:
-        """The same camera for an image resized by ``factor`` (0.5 halves the resolution).
-
-        With pixel centres at +0.5 (see the module docstring) the image plane just stretches, so
-        focal lengths and the principal point both scale by the size ratio.
-        """
+        """The same camera for an image resized by ``factor`` (0.5 halves the resolution)."""
         width = max(1, int(round(self.width * factor)))
         height = max(1, int(round(self.height * factor)))
+        return self.resized(width, height)
+
+    def resized(self, width: int, height: int) -> Camera:
+        """The same camera for its image resized to exactly ``width`` x ``height`` pixels.
+
+        With pixel centres at +0.5 (see the module docstring) the image plane just stretches, so
+        focal lengths and the principal point both scale by the size ratio per axis. ``source_K``
+        describes the file on disk and is left alone.
+        """
+        if (width, height) == (self.width, self.height):
+            return self
         sx, sy = width / self.width, height / self.height
         K = self.K.copy()
-        K[0, 0] *= sx
-        K[1, 1] *= sy
-        K[0, 2] *= sx
-        K[1, 2] *= sy
-        return replace(self, K=K, width=width, height=height)
+        K[0, :] *= sx
+        K[1, :] *= sy
+        return replace(self, K=K, width=int(width), height=int(height))
 
 
 @dataclass
