@@ -178,4 +178,3 @@ def rasterize_3dgs(
     )
     shape = (n_cameras, bins.tiles_x, bins.tiles_y, width, height)
     return tiles_to_image(out, *shape), tiles_to_image(t_final[..., None], *shape)
-
