@@ -28,6 +28,7 @@ from genfusion.splat.tiling import (
     bin_gaussians,
     map_groups,
     pixel_monomials,
+    scatter_group_gradients,
     tile_axis,
     tiles_to_image,
 )
@@ -199,12 +200,7 @@ class _Rasterize2DGS(torch.autograd.Function):
             return g_m2d, g_rt, g_opac, g_feats
 
         results = map_groups(run, bins.groups, ctx.saved_fragments)
-        for group, (g_m2d, g_rt, g_opac, g_feats) in zip(bins.groups, results, strict=True):
-            ids = group.gaussian_ids.reshape(-1)
-            g_means2d.index_add_(0, ids, g_m2d.reshape(-1, 2))
-            g_transforms.index_add_(0, ids, g_rt.reshape(-1, 9))
-            g_opacities.index_add_(0, ids, g_opac.reshape(-1))
-            g_features.index_add_(0, ids, g_feats.reshape(-1, n_features))
+        scatter_group_gradients(bins.groups, results, (g_means2d, g_transforms, g_opacities, g_features))
         return (
             g_means2d.to(means2d.dtype).reshape(means2d.shape),
             g_transforms.to(transforms.dtype).reshape(transforms.shape),

@@ -161,6 +161,17 @@ def _make_groups(
 T = TypeVar("T")
 
 
+def scatter_group_gradients(
+    groups: Sequence, results: Sequence[Sequence[Tensor]], accumulators: Sequence[Tensor]
+) -> None:
+    """Add per-fragment gradients of each tile group ([G, K, ...] tensors, in the order of
+    ``accumulators``) into per-Gaussian accumulators ([N, ...]) through the group's gaussian_ids."""
+    for group, grads in zip(groups, results, strict=True):
+        ids = group.gaussian_ids.reshape(-1)
+        for accumulator, grad in zip(accumulators, grads, strict=True):
+            accumulator.index_add_(0, ids, grad.reshape(-1, *accumulator.shape[1:]))
+
+
 def map_groups(fn: Callable[..., T], *sequences: Sequence) -> list[T]:
     """``[fn(*items) for items in zip(*sequences)]``, spread over torch's CPU threads.
 
