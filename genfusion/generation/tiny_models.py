@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from genfusion.generation.convert import ComponentConfigs
+from genfusion.generation.convert import SCHEDULE_BUFFERS, ComponentConfigs
 from genfusion.generation.vae import LDM3D_VAE_CONFIG
 
 # A 32-channel version of the ldm3d-4c VAE with the same x8 spatial downsampling (4 levels), so a
@@ -54,20 +54,14 @@ def tiny_lvdm_state_dict(fixtures_dir: str | Path, seed: int = 0) -> dict[str, t
     gen = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     scheduler = GenFusionDDIMScheduler()
-    for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod"):
-        state[name] = getattr(scheduler, name).clone()
-    for name in (
-        "sqrt_one_minus_alphas_cumprod",
-        "log_one_minus_alphas_cumprod",
-        "sqrt_recip_alphas_cumprod",
-        "sqrt_recipm1_alphas_cumprod",
-        "posterior_variance",
-        "posterior_log_variance_clipped",
-        "posterior_mean_coef1",
-        "posterior_mean_coef2",
-    ):
-        state[name] = torch.rand(1000, generator=gen)  # not validated by the converter
-    state["scale_arr"] = scheduler.scale_arr.clone()
+    # the release's top-level schedule buffers: real values where the scheduler has them, random
+    # ones (the converter does not validate those) for the rest
+    from_scheduler = {"betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "scale_arr"}
+    for name in SCHEDULE_BUFFERS:
+        if name in from_scheduler:
+            state[name] = getattr(scheduler, name).clone()
+        else:
+            state[name] = torch.rand(1000, generator=gen)
     for key, value in load_file(str(fixtures_dir / "tiny_unet.safetensors")).items():
         state["model.diffusion_model." + key] = value
     torch.manual_seed(seed)
