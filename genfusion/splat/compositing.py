@@ -1,12 +1,20 @@
-"""Front-to-back alpha compositing of padded [G, K, P] blocks, forward and hand-written backward.
+"""Front-to-back alpha compositing of padded [G, P, K] blocks, forward and hand-written backward.
 
-Shared by the 3DGS and 2DGS tiled rasterisers. K runs over a tile's Gaussians in depth order, P
-over its pixels. Semantics are gsplat's: a pixel stops *before* the fragment that would bring its
-transmittance to 1e-4 or below. The backward treats the loss as a function of the weights
-w_i = alpha_i T_i and of the final transmittance, so one formula serves colours, depth, normals and
-the 2DGS distortion term:
+Shared by the 3DGS and 2DGS tiled rasterisers. P runs over a tile's pixels, K over its Gaussians
+in depth order, innermost, so that the scans along K (cumprod, cumsum) run over contiguous memory
+(twice as fast on CPU as scanning an outer dimension). Semantics are gsplat's: a pixel stops
+*before* the fragment that would bring its transmittance to 1e-4 or below, and alpha is clamped to
+0.999 (no gradient through a clamped alpha).
 
-    dL/dalpha_i = T_i dL/dw_i - (sum_{j>i} w_j dL/dw_j + T_final dL/dT_final) / (1 - alpha_i)
+Every step is a plain float pass over the block, without boolean masks (which cost several times
+more on CPU): the stop rule is ``threshold`` on the transmittance, the weights are
+w_i = alpha_i T_i = r_i T_{i+1} with r_i = alpha_i / (1 - alpha_i), and T_final = 1 - sum_i w_i
+comes out of the feature product as one more column of ones.
+
+The backward treats the loss as a function of the weights w_i and of T_final, so one formula serves
+colours, depth, normals and the 2DGS distortion term. With the unclamped alpha_i = exp(log alpha_i):
+
+    dL/dlog(alpha_i) = w_i dL/dw_i - r_i (sum_{j>i} w_j dL/dw_j + T_final dL/dT_final)
 """
 
 from __future__ import annotations
@@ -15,57 +23,75 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.functional import threshold_
 
-from genfusion.splat.projection import TRANSMITTANCE_STOP
+from genfusion.splat.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP
+
+LOG_ALPHA_FLOOR = -20.0  # exp(-20) = 2e-9, far below the 1/255 cut-off
 
 
 @dataclass
 class Composite:
-    """Compositing state of one block (all [G, K, P] unless noted)."""
+    """Compositing state of one block ([G, P, K] unless noted), all the backward needs."""
 
-    alpha: Tensor  # fragment opacity (0 where the fragment does not exist)
-    t_before: Tensor  # transmittance in front of each fragment
-    t_after: Tensor  # transmittance behind each fragment, cumprod(1 - alpha)
-    included: Tensor  # bool: the fragment is composited (before the pixel stopped)
-    weights: Tensor  # alpha * t_before on included fragments, else 0
-    t_final: Tensor  # [G, P] transmittance behind the last included fragment
+    weights: Tensor  # alpha_i T_i on composited fragments, else 0
+    ratio: Tensor  # alpha_i / (1 - alpha_i) on composited fragments, else 0
+    unclamped: Tensor | None  # bool, False where alpha hit the 0.999 clamp; None: none did
 
 
-def composite_weights(alpha: Tensor) -> Composite:
-    """Blending weights of depth-sorted fragment opacities ``alpha`` [G, K, P]."""
-    return composite_from_transmittance(alpha, torch.cumprod(1.0 - alpha, dim=1))
+def alpha_from_log(log_alpha: Tensor) -> Tensor:
+    """Fragment opacity from log(opacity) - sigma, in place: clamped to 0.999, and 0 where it is
+    below 1/255 (the fragment does not exist, as in gsplat)."""
+    # exp() of a large negative number takes a slow path (~12x); below the floor alpha is 0 anyway
+    alpha = log_alpha.clamp_(min=LOG_ALPHA_FLOOR).exp_().clamp_(max=MAX_ALPHA)
+    return threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
 
 
-def composite_from_transmittance(alpha: Tensor, t_after: Tensor) -> Composite:
-    """``composite_weights`` given the inclusive transmittance cumprod(1 - alpha) [G, K, P]."""
-    included = t_after > TRANSMITTANCE_STOP
-    t_before = torch.cat([torch.ones_like(t_after[:, :1]), t_after[:, :-1]], dim=1)
-    weights = alpha * t_before * included
-    t_final = torch.where(included, t_after, torch.ones_like(t_after)).amin(dim=1)
-    return Composite(
-        alpha=alpha, t_before=t_before, t_after=t_after, included=included, weights=weights, t_final=t_final
-    )
+def composite(alpha: Tensor, *, may_clamp: bool = True) -> Composite:
+    """Blending weights of depth-sorted fragment opacities ``alpha`` [G, P, K].
 
-
-def accumulate(comp: Composite, features: Tensor) -> Tensor:
-    """Blended features [G, P, F] of per-fragment features [G, K, F]."""
-    return torch.bmm(comp.weights.transpose(1, 2), features)
-
-
-def distortion(comp: Composite, depth: Tensor) -> Tensor:
-    """gsplat's 2DGS distortion per pixel [G, P]: sum_i 2 w_i (z_i (1 - T_i) - sum_{j<i} w_j z_j).
-
-    ``depth`` is [G, K, 1], the fragments' depth.
+    ``may_clamp=False`` promises that no alpha reached the 0.999 clamp (every opacity of the block
+    is below it), which skips the mask that stops gradients through clamped fragments.
     """
-    weighted = comp.weights * depth
-    before = torch.cumsum(weighted, dim=1) - weighted
-    return (2.0 * (weighted * (1.0 - comp.t_before) - comp.weights * before)).sum(dim=1)
+    one_minus = torch.rsub(alpha, 1.0)
+    transmittance = threshold_(torch.cumprod(one_minus, dim=-1), TRANSMITTANCE_STOP, 0.0)
+    ratio = torch.div(alpha, one_minus, out=one_minus)
+    weights = ratio * transmittance  # = alpha_i T_i where the pixel has not stopped
+    ratio.mul_(transmittance.sign_())  # composited fragments only
+    unclamped = alpha < MAX_ALPHA if may_clamp else None
+    return Composite(weights=weights, ratio=ratio, unclamped=unclamped)
 
 
-def backward_alpha(
+def with_ones(features: Tensor) -> Tensor:
+    """[..., F] features with a column of ones appended, so ``accumulate`` also sums the weights."""
+    return torch.cat([features, features.new_ones(*features.shape[:-1], 1)], dim=-1)
+
+
+def accumulate(weights: Tensor, features_ones: Tensor) -> tuple[Tensor, Tensor]:
+    """Blended features [G, P, F] and final transmittance [G, P] from weights [G, P, K] and
+    per-fragment features [G, K, F + 1] whose last column is ones (``with_ones``)."""
+    blended = torch.bmm(weights, features_ones)
+    return blended[..., :-1], torch.rsub(blended[..., -1], 1.0)
+
+
+def exclusive_cumsum(values: Tensor) -> Tensor:
+    """sum_{j<i} values_j along the last dimension."""
+    return torch.cumsum(values, dim=-1).sub_(values)
+
+
+def distortion(weights: Tensor, depth: Tensor) -> Tensor:
+    """gsplat's 2DGS distortion per pixel [G, P]: sum_i 2 w_i (z_i W_<i - A_<i), with
+    W_<i = sum_{j<i} w_j and A_<i = sum_{j<i} w_j z_j. ``depth`` is [G, 1, K]."""
+    weighted = weights * depth
+    inner = exclusive_cumsum(weights).mul_(weighted).sub_(exclusive_cumsum(weighted).mul_(weights))
+    return 2.0 * inner.sum(dim=-1)
+
+
+def backward_log_alpha(
     comp: Composite,
     features: Tensor,
-    grad_accumulated: Tensor,
+    grad_blended: Tensor,
+    t_final: Tensor,
     grad_t_final: Tensor,
     *,
     depth: Tensor | None = None,
@@ -74,31 +100,37 @@ def backward_alpha(
     """Gradients of the block's outputs back to the fragments.
 
     Args:
-        features: [G, K, F] per-fragment features. grad_accumulated: [G, P, F].
-        grad_t_final: [G, P]. depth / grad_distortion: [G, K, 1] and [G, P] when the distortion
-            term was rendered (2DGS).
+        features: [G, K, F] per-fragment features. grad_blended: [G, P, F]. t_final and
+            grad_t_final: [G, P]. depth / grad_distortion: [G, 1, K] and [G, P] when the
+            distortion term was rendered (2DGS).
 
-    Returns (grad_alpha [G, K, P], grad_features [G, K, F], grad_depth [G, K] from the distortion
-    term or None); the caller adds grad_depth to the depth feature.
+    Returns (dL/dlog(alpha) [G, P, K], dL/dfeatures [G, K, F], dL/ddepth [G, K] from the
+    distortion term or None; the caller adds it to the depth feature).
     """
     weights = comp.weights
-    grad_weights = torch.bmm(features, grad_accumulated.transpose(1, 2))  # [G, K, P]
-    grad_features = torch.bmm(weights, grad_accumulated)  # [G, K, F]
+    grad_weights = torch.bmm(grad_blended, features.transpose(1, 2))  # [G, P, K]
+    grad_features = torch.bmm(grad_blended.transpose(1, 2), weights).transpose(1, 2)  # [G, K, F]
     grad_depth = None
     if grad_distortion is not None and depth is not None:
-        # distortion = sum_i 2 w_i (z_i W_<i - A_<i), W_<i = sum_{j<i} w_j, A_<i = sum_{j<i} w_j z_j
-        g = grad_distortion[:, None, :]
+        # distortion = sum_i 2 w_i (z_i W_<i - A_<i): d/dw_i and d/dz_i, with W = sum_j w_j
+        g = 2.0 * grad_distortion[..., None]
         weighted = weights * depth
-        total_w = weights.sum(dim=1, keepdim=True)
-        total_wz = weighted.sum(dim=1, keepdim=True)
-        wz_before = torch.cumsum(weighted, dim=1) - weighted
-        w_before = 1.0 - comp.t_before
-        grad_weights = grad_weights + 2.0 * g * (
-            depth * (2.0 * w_before - total_w) + total_wz - 2.0 * wz_before
-        )
-        grad_depth = (2.0 * g * weights * (2.0 * w_before + weights - total_w)).sum(dim=2)
-    contribution = weights * grad_weights
-    later = contribution.sum(dim=1, keepdim=True) - torch.cumsum(contribution, dim=1)
-    tail = later + (comp.t_final * grad_t_final)[:, None, :]
-    grad_alpha = (comp.t_before * grad_weights - tail / (1.0 - comp.alpha)) * comp.included
-    return grad_alpha, grad_features, grad_depth
+        w_before = exclusive_cumsum(weights)
+        total_w = torch.rsub(t_final, 1.0)[..., None]
+        total_wz = weighted.sum(dim=-1, keepdim=True)
+        term = (2.0 * w_before - total_w).mul_(depth).add_(total_wz).sub_(2.0 * exclusive_cumsum(weighted))
+        grad_weights.addcmul_(g, term)
+        grad_depth = (g * weights * (2.0 * w_before + weights - total_w)).sum(dim=1)
+    contribution = grad_weights.mul_(weights)
+    tail = contribution.sum(dim=-1, keepdim=True).addcmul_(t_final[..., None], grad_t_final[..., None])
+    tail = torch.sub(tail, torch.cumsum(contribution, dim=-1))  # sum_{j>i} + T_final dL/dT_final
+    grad_log_alpha = contribution.addcmul_(comp.ratio, tail, value=-1.0)
+    if comp.unclamped is not None:
+        grad_log_alpha.mul_(comp.unclamped)
+    return grad_log_alpha, grad_features, grad_depth
+
+
+def _below(value: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` number below ``value``: ``threshold`` keeps x > t, gsplat x >= value."""
+    exact = torch.tensor(value, dtype=dtype)
+    return float(torch.nextafter(exact, torch.zeros((), dtype=dtype)))

@@ -40,19 +40,20 @@ def ray_splat_2dgs(
     return cx, cy, cz
 
 
-def sigma_2dgs(cx: Tensor, cy: Tensor, cz: Tensor, dx: Tensor, dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def sigma_2dgs(cx: Tensor, cy: Tensor, cz: Tensor, dx: Tensor, dy: Tensor) -> tuple[Tensor, Tensor]:
     """gsplat's 2DGS sigma: 0.5 * min(|(u, v)|^2, 2 |mean2d - pixel|^2) (screen low-pass).
 
-    Returns (sigma, hit, use_3d): hit is False where the ray is parallel to the surfel
-    (cz == 0, no fragment); use_3d says which branch of the min was taken.
+    Where the ray is parallel to the surfel (cz == 0) |(u, v)| is taken as infinite, so the
+    low-pass branch applies (the limit as cz -> 0; gsplat drops such a fragment instead).
+    Returns (sigma, use_3d): use_3d says which branch of the min was taken.
     """
     hit = cz != 0
     cz_safe = torch.where(hit, cz, torch.ones_like(cz))
     su, sv = cx / cz_safe, cy / cz_safe
-    weight_3d = su * su + sv * sv
+    weight_3d = torch.where(hit, su * su + sv * sv, torch.full_like(su, float("inf")))
     weight_2d = FILTER_INV_SQUARE_2DGS * (dx * dx + dy * dy)
     use_3d = weight_3d <= weight_2d
-    return 0.5 * torch.where(use_3d, weight_3d, weight_2d), hit, use_3d
+    return 0.5 * torch.where(use_3d, weight_3d, weight_2d), use_3d
 
 
 def fragment_alpha(opacity: Tensor, sigma: Tensor, exists: Tensor) -> tuple[Tensor, Tensor]:

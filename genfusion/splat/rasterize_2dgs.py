@@ -1,10 +1,15 @@
 """Tiled 2DGS (surfel) rasteriser in pure torch with a hand-written backward.
 
-Same structure as ``rasterize_3dgs``: tile groups composited as padded [G, K, 256] blocks,
-recomputed in the backward pass. The fragment weight is gsplat's ray-splat intersection with the
-screen-space low-pass fallback, sigma = 0.5 min(|(u, v)|^2, 2 |mean2d - pixel|^2). Gradients go to
-the ray transforms (rows u, v, w), the 2D means (low-pass branch), opacities and features
-(colour, depth, normal); the distortion term also feeds the depth feature.
+Same structure as ``rasterize_3dgs``: tile groups composited as padded [G, P, K] blocks
+(``compositing.py``). The fragment weight is gsplat's ray-splat intersection with the screen-space
+low-pass fallback, sigma = 0.5 min(|(u, v)|^2, 2 |mean2d - pixel|^2). Gradients go to the ray
+transforms (rows u, v, w), the 2D means (low-pass branch), opacities and features (colour, depth,
+normal); the distortion term also feeds the depth feature. The backward keeps the forward's
+weights (within ``SAVE_BUDGET_BYTES``) and recomputes the cheap per-pixel geometry.
+
+One deliberate difference from gsplat: where a pixel's ray is exactly parallel to a surfel
+(cz == 0) gsplat skips the fragment; here |(u, v)| is infinite there, so the min() takes the
+low-pass branch, which is also the limit as cz -> 0.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import torch
 from torch import Tensor
 
 from genfusion.splat.compositing import (
+    Composite,
     accumulate,
-    backward_alpha,
-    composite_from_transmittance,
-    composite_weights,
+    alpha_from_log,
+    backward_log_alpha,
+    composite,
     distortion,
+    with_ones,
 )
 from genfusion.splat.fragments import FILTER_INV_SQUARE_2DGS
-from genfusion.splat.projection import ALPHA_THRESHOLD, MAX_ALPHA, Projection2DGS
+from genfusion.splat.projection import MAX_ALPHA, Projection2DGS
 from genfusion.splat.tiling import (
     PIXELS_PER_TILE,
     TileBins,
@@ -33,101 +40,99 @@ from genfusion.splat.tiling import (
     tiles_to_image,
 )
 
-SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward fragments for the backward up to this size
+SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward weights for the backward up to this size
+UNREACHABLE_WEIGHT = 1e30  # |(u, v)|^2 where the ray never meets the surfel's plane in a point
 
 
 def _cross(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.cross(a, b, dim=-1)
 
 
-def _geometry(group: TileGroup, means2d: Tensor, transforms: Tensor):
-    """Ray-splat intersections and low-pass distances of one block, from separable float64 parts.
+class _Geometry:
+    """Separable parts of one block's ray-splat intersections and low-pass distances.
 
     With tile-local pixel coordinates (lx, ly) and the tile origin (ox, oy), the planes through a
     pixel's ray are h_u = hu0 + lx w and h_v = hv0 + ly w (hu0 = ox w - u, hv0 = oy w - v), so
-    their cross product is affine in the pixel: A + lx B + ly C with A = hu0 x hv0,
-    B = w x hv0, C = hu0 x w. The squared distance to the centre is (lx - mx)^2 + (ly - my)^2.
-    Both are a per-row part (ly) plus a per-column part (lx) of the 16 x 16 tile, so one
-    broadcast float64 addition evaluates a whole block (cheaper than a K=6 matrix product).
-    float64 keeps the affine form free of cancellation error.
-
-    Returns ((cx, cy, cz, dist2) float [G, K, P] tensors, per-(g, k) float64 terms for the
-    backward).
+    their cross product (cx, cy, cz) is affine in the pixel: A + lx B + ly C with A = hu0 x hv0,
+    B = w x hv0, C = hu0 x w. The low-pass weight 2 |pixel - mean|^2 is likewise a per-row plus a
+    per-column part. The [G, 16, K] parts are formed in float64 (no cancellation in the affine
+    form) and combined over the block in the working precision.
     """
-    ids = group.gaussian_ids
-    rows = transforms[ids].double()  # [G, K, 9]
-    u, v, w = rows[..., 0:3], rows[..., 3:6], rows[..., 6:9]
-    ox = group.origin[:, 0, None, None]
-    oy = group.origin[:, 1, None, None]
-    hu0 = ox * w - u
-    hv0 = oy * w - v
-    a, b, c = _cross(hu0, hv0), _cross(w, hv0), _cross(hu0, w)  # [G, K, 3]
-    m2d = means2d[ids].double()
-    mx = m2d[..., 0] - group.origin[:, 0:1]
-    my = m2d[..., 1] - group.origin[:, 1:2]
-    axis = tile_axis(rows.device)  # [16] tile-local pixel centres
-    # [4, G, K, 16] parts over the tile's rows (ly) and columns (lx): cx, cy, cz, |d|^2
-    row_part = torch.cat(
-        [
-            a.permute(2, 0, 1)[..., None] + c.permute(2, 0, 1)[..., None] * axis,
-            ((axis - my[..., None]) ** 2)[None],
-        ]
-    )
-    col_part = torch.cat([b.permute(2, 0, 1)[..., None] * axis, ((axis - mx[..., None]) ** 2)[None]])
-    values = (row_part[..., :, None] + col_part[..., None, :]).to(transforms.dtype)  # [4, G, K, 16, 16]
-    return values.flatten(-2).unbind(0), (u, v, w, hu0, hv0, mx, my)
+
+    def __init__(self, group: TileGroup, means2d: Tensor, transforms: Tensor):
+        ids = group.gaussian_ids
+        rows = transforms[ids].double()  # [G, K, 9]
+        self.u, self.v, self.w = rows[..., 0:3], rows[..., 3:6], rows[..., 6:9]
+        self.origin = group.origin
+        self.hu0 = group.origin[:, 0, None, None] * self.w - self.u
+        self.hv0 = group.origin[:, 1, None, None] * self.w - self.v
+        a = _cross(self.hu0, self.hv0)
+        b, c = _cross(self.w, self.hv0), _cross(self.hu0, self.w)  # [G, K, 3]
+        m2d = means2d[ids].double()
+        self.mx = m2d[..., 0] - group.origin[:, 0:1]
+        self.my = m2d[..., 1] - group.origin[:, 1:2]
+        axis = tile_axis(rows.device)[None, :, None]  # [1, 16, 1]
+        dtype = means2d.dtype
+        # [4, G, 16, K]: cx, cy, cz and the low-pass weight, over rows (ly) and columns (lx)
+        self.row_parts = torch.stack(
+            [a[..., i][:, None] + c[..., i][:, None] * axis for i in range(3)]
+            + [FILTER_INV_SQUARE_2DGS * (axis - self.my[:, None]) ** 2]
+        ).to(dtype)
+        self.column_parts = torch.stack(
+            [b[..., i][:, None] * axis for i in range(3)]
+            + [FILTER_INV_SQUARE_2DGS * (axis - self.mx[:, None]) ** 2]
+        ).to(dtype)
+        self.shape = (ids.shape[0], PIXELS_PER_TILE, ids.shape[1])
+
+    def evaluate(self, finite: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(su, sv, 1 / cz, |(su, sv)|^2, low-pass weight), all [G, P, K].
+
+        Where cz == 0 (the ray is parallel to the surfel, or lies in its plane when cx = cy = 0
+        too) |(su, sv)|^2 becomes ``UNREACHABLE_WEIGHT``, so the low-pass branch wins the min();
+        ``finite=True`` also zeroes su, sv and 1 / cz there, for the backward's products.
+        """
+        cx, cy, cz, weight_2d = (
+            torch.add(row[:, :, None], column[:, None]).view(self.shape)
+            for row, column in zip(self.row_parts, self.column_parts, strict=True)
+        )
+        inv_cz = torch.reciprocal(cz, out=cz)
+        su, sv = cx.mul_(inv_cz), cy.mul_(inv_cz)
+        weight_3d = torch.mul(su, su).addcmul_(sv, sv)
+        weight_3d.nan_to_num_(nan=UNREACHABLE_WEIGHT, posinf=UNREACHABLE_WEIGHT)
+        if finite:
+            for value in (su, sv, inv_cz):
+                value.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        return su, sv, inv_cz, weight_3d, weight_2d
 
 
-def _intersections(values: tuple[Tensor, ...]):
-    """(su, sv, cz_safe, hit, use_3d, sigma) [G, K, P] from ``_geometry``'s (cx, cy, cz, dist2):
-    the splat-space intersection, which branch of gsplat's min() was taken, and sigma.
-    ``dist2`` is overwritten."""
-    cx, cy, cz, dist2 = values
-    hit = cz != 0
-    cz_safe = torch.where(hit, cz, torch.ones_like(cz))
-    su, sv = cx / cz_safe, cy / cz_safe
-    weight_3d = su * su + sv * sv
-    weight_2d = dist2.mul_(FILTER_INV_SQUARE_2DGS)
-    use_3d = weight_3d <= weight_2d
-    sigma = torch.where(use_3d, weight_3d, weight_2d).mul_(0.5)
-    return su, sv, cz_safe, hit, use_3d, sigma
-
-
-def _alpha(group: TileGroup, means2d: Tensor, transforms: Tensor, opacities: Tensor):
-    """(alpha, gauss, use_3d, (su, sv, cz), terms): fragment opacity (0 = no fragment),
-    exp(-sigma), which branch of gsplat's min() was taken, the splat-space intersection and
-    ``_geometry``'s per-(g, k) terms."""
-    values, terms = _geometry(group, means2d, transforms)
-    su, sv, cz_safe, hit, use_3d, sigma = _intersections(values)
-    exists = sigma >= 0
-    exists &= hit
-    exists &= group.valid[..., None]
-    gauss = sigma.neg_().exp_()
-    alpha = gauss * opacities[group.gaussian_ids][..., None]
-    alpha.clamp_(max=MAX_ALPHA)
-    exists &= alpha >= ALPHA_THRESHOLD
-    alpha.mul_(exists)
-    return alpha, gauss, use_3d, (su, sv, cz_safe), terms
+def _log_alpha(geometry: _Geometry, group: TileGroup, log_opacities: Tensor) -> Tensor:
+    """log(opacity) - sigma, [G, P, K] (-inf on padding)."""
+    _, _, _, weight_3d, weight_2d = geometry.evaluate()
+    log_opacity = log_opacities[group.gaussian_ids].masked_fill(~group.valid, float("-inf"))
+    sigma2 = torch.minimum(weight_3d, weight_2d, out=weight_3d)
+    return torch.add(log_opacity[:, None], sigma2, alpha=-0.5, out=sigma2)
 
 
 class _Rasterize2DGS(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, transforms, opacities, features, bins: TileBins, depth_channel: int):
         n_features = features.shape[-1]
-        flat = (means2d.reshape(-1, 2), transforms.reshape(-1, 9), opacities.reshape(-1))
-        flat_features = features.reshape(-1, n_features)
+        flat_means, flat_transforms = means2d.reshape(-1, 2), transforms.reshape(-1, 9)
+        log_opacities = opacities.reshape(-1).log()
+        flat_features = with_ones(features.reshape(-1, n_features))
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         distort = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE)
-        save = 3 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
+        may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
+        save = 2 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
 
         def run(group: TileGroup):
-            alpha, gauss, _, _, _ = _alpha(group, *flat)
-            comp = composite_weights(alpha)
+            geometry = _Geometry(group, flat_means, flat_transforms)
+            comp = composite(alpha_from_log(_log_alpha(geometry, group, log_opacities)), may_clamp=may_clamp)
             feats = flat_features[group.gaussian_ids]
-            blended = accumulate(comp, feats)
-            distorted = distortion(comp, feats[..., depth_channel : depth_channel + 1])
-            return blended, comp.t_final, distorted, (alpha, gauss, comp.t_after) if save else None
+            blended, t_group = accumulate(comp.weights, feats)
+            distorted = distortion(comp.weights, feats[..., depth_channel].unsqueeze(1))
+            return blended, t_group, distorted, comp if save else None
 
         results = map_groups(run, bins.groups)
         saved = []
@@ -136,59 +141,63 @@ class _Rasterize2DGS(torch.autograd.Function):
             t_final[group.tile_ids] = t_group
             distort[group.tile_ids] = distorted
             saved.append(kept)
-        ctx.bins, ctx.depth_channel, ctx.saved_fragments = bins, depth_channel, saved
-        ctx.save_for_backward(means2d, transforms, opacities, features)
+        ctx.bins, ctx.depth_channel, ctx.saved_fragments, ctx.may_clamp = (
+            bins,
+            depth_channel,
+            saved,
+            may_clamp,
+        )
+        ctx.save_for_backward(means2d, transforms, opacities, features, t_final)
         return out, t_final, distort
 
     @staticmethod
     def backward(ctx, grad_out, grad_t_final, grad_distort):
-        means2d, transforms, opacities, features = ctx.saved_tensors
+        means2d, transforms, opacities, features, t_final = ctx.saved_tensors
         bins: TileBins = ctx.bins
         depth_channel = ctx.depth_channel
         n_features = features.shape[-1]
-        flat = (means2d.reshape(-1, 2), transforms.reshape(-1, 9), opacities.reshape(-1))
+        flat_means, flat_transforms = means2d.reshape(-1, 2), transforms.reshape(-1, 9)
+        flat_opacities = opacities.reshape(-1)
+        log_opacities = flat_opacities.log()
         flat_features = features.reshape(-1, n_features)
-        g_means2d = torch.zeros_like(flat[0], dtype=torch.float64)
-        g_transforms = torch.zeros_like(flat[1], dtype=torch.float64)
-        g_opacities = torch.zeros_like(flat[2])
+        g_means2d = torch.zeros_like(flat_means, dtype=torch.float64)
+        g_transforms = torch.zeros_like(flat_transforms, dtype=torch.float64)
+        g_opacities = torch.zeros_like(flat_opacities)
         g_features = torch.zeros_like(flat_features)
-        monomials_t = pixel_monomials(means2d.device)[:3].transpose(0, 1)  # [P, 3]: 1, x, y
+        monomials = pixel_monomials(means2d.device)[:3]  # [3, P]: 1, x, y
+        tiny = torch.finfo(opacities.dtype).tiny
 
-        def run(group: TileGroup, saved):
+        def run(group: TileGroup, saved: Composite | None):
+            ids, tiles = group.gaussian_ids, group.tile_ids
+            geometry = _Geometry(group, flat_means, flat_transforms)
             if saved is None:
-                alpha, gauss, use_3d, (su, sv, cz), terms = _alpha(group, *flat)
-                comp = composite_weights(alpha)
-            else:  # the forward's alpha and exp(-sigma); only the geometry is recomputed
-                alpha, gauss, t_after = saved
-                values, terms = _geometry(group, *flat[:2])
-                su, sv, cz, _, use_3d, _ = _intersections(values)
-                comp = composite_from_transmittance(alpha, t_after)
-            feats = flat_features[group.gaussian_ids]
-            g_alpha, g_feats, g_depth = backward_alpha(
-                comp,
-                feats,
-                grad_out[group.tile_ids],
-                grad_t_final[group.tile_ids],
-                depth=feats[..., depth_channel : depth_channel + 1],
-                grad_distortion=grad_distort[group.tile_ids],
-            )
+                log_alpha = _log_alpha(geometry, group, log_opacities)
+                saved = composite(alpha_from_log(log_alpha), may_clamp=ctx.may_clamp)
+            feats = flat_features[ids]
+            g_log_alpha, g_feats, g_depth = backward_log_alpha(
+                saved, feats, grad_out[tiles], t_final[tiles], grad_t_final[tiles],
+                depth=feats[..., depth_channel].unsqueeze(1),
+                grad_distortion=grad_distort[tiles],
+            )  # fmt: skip
             g_feats[..., depth_channel] += g_depth
-            raw = gauss * flat[2][group.gaussian_ids][..., None]
-            unclamped = (alpha > 0) & (raw <= MAX_ALPHA)
-            g_raw = g_alpha.mul_(unclamped)
-            g_opac = torch.linalg.vecdot(g_raw, gauss)
-            g_sigma = g_raw.mul_(raw).neg_()
-            g_sigma_3d = torch.where(use_3d, g_sigma, torch.zeros_like(g_sigma))
-            g_sigma_2d = g_sigma.sub_(g_sigma_3d)
+            g_opac = g_log_alpha.sum(dim=1).div_(flat_opacities[ids].clamp_min(tiny))
+            # dL/dsigma = -dL/dlog(alpha), split between the two branches of the min()
+            su, sv, inv_cz, weight_3d, weight_2d = geometry.evaluate(finite=True)
+            takes_3d = weight_2d.sub_(weight_3d).sign_().clamp_min_(0.0)  # 1 where |(u, v)|^2 < low-pass
+            neg_g_3d = takes_3d.mul_(g_log_alpha)
+            neg_g_2d = g_log_alpha.sub_(neg_g_3d)
             # sigma_3d = 0.5 (su^2 + sv^2), (su, sv) = (cx, cy) / cz
-            g_cx = g_sigma_3d * su / cz
-            g_cy = g_sigma_3d * sv / cz
-            g_cz = -(g_cx * su + g_cy * sv)
-            stacked = torch.stack([g_cx, g_cy, g_cz, g_sigma_2d], dim=2).double()  # [G, K, 4, P]
-            moments = torch.matmul(stacked, monomials_t)  # [G, K, 4, 3]: sums of g * (1, x, y)
-            u, v, w, hu0, hv0, mx, my = terms
+            neg_q = neg_g_3d.mul_(inv_cz)
+            neg_g_cx, neg_g_cy = neg_q * su, neg_q.mul_(sv)
+            neg_g_cz = torch.mul(neg_g_cx, su).addcmul_(neg_g_cy, sv).neg_()
+            moments_in = torch.empty((4, *neg_q.shape), dtype=torch.float64, device=neg_q.device)
+            for slot, value in enumerate((neg_g_cx, neg_g_cy, neg_g_cz, neg_g_2d)):
+                moments_in[slot].copy_(value)
+            # sums over pixels of the gradients times (1, x, y): [G, K, 4, 3]
+            moments = torch.matmul(monomials, moments_in).neg_().permute(1, 3, 0, 2)
             g_a, g_b, g_c = moments[:, :, :3, 0], moments[:, :, :3, 1], moments[:, :, :3, 2]
             # a = hu0 x hv0, b = w x hv0, c = hu0 x w; for p = q x r: dq = r x g, dr = g x q
+            hu0, hv0, w = geometry.hu0, geometry.hv0, geometry.w
             g_hu0 = _cross(hv0, g_a) + _cross(w, g_c)
             g_hv0 = _cross(g_a, hu0) + _cross(g_b, w)
             g_w = _cross(hv0, g_b) + _cross(g_c, hu0)
@@ -196,7 +205,7 @@ class _Rasterize2DGS(torch.autograd.Function):
             g_rt = torch.cat([-g_hu0, -g_hv0, g_w], dim=-1)  # [G, K, 9]
             # low-pass branch: sigma_2d = |mean2d - pixel|^2
             s0, s1, s2 = moments[:, :, 3].unbind(-1)
-            g_m2d = torch.stack([2 * (mx * s0 - s1), 2 * (my * s0 - s2)], dim=-1)
+            g_m2d = torch.stack([2 * (geometry.mx * s0 - s1), 2 * (geometry.my * s0 - s2)], dim=-1)
             return g_m2d, g_rt, g_opac, g_feats
 
         results = map_groups(run, bins.groups, ctx.saved_fragments)

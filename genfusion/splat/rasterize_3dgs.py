@@ -1,16 +1,17 @@
 """Tiled 3DGS rasteriser in pure torch with a hand-written backward.
 
 Forward: bin the projected Gaussians into 16x16 tiles (``tiling.py``), then composite each group
-of tiles as one padded [G, K, 256] block, small enough to stay in the CPU cache. Backward: reuse
-the block's fragment opacities when they fit the ``SAVE_BUDGET_BYTES`` budget (else recompute
-them, so memory stays bounded) and push gradients to the 2D means, conics, opacities and
-features with closed-form derivatives, scattered back with ``index_add_``.
+of tiles as one padded [G, P, K] block (P = 256 pixels, K Gaussians), small enough to stay in the
+CPU cache (``compositing.py``). Backward: reuse the block's weights when they fit the
+``SAVE_BUDGET_BYTES`` budget (else recompute them, so memory stays bounded) and push gradients to
+the 2D means, conics, opacities and features with closed-form derivatives, scattered back with
+``index_add_``.
 
-Speed: sigma, a quadratic in the pixel position, is evaluated for a whole block by one float64
-matrix product with the monomials (1, x, y, x^2, xy, y^2) of the pixels' tile-local coordinates,
-and the backward's pixel sums are moments against the same monomials. float64 keeps the expanded
-quadratic free of cancellation error, so the result matches the direct evaluation (the dense
-reference) to float32 rounding.
+Speed: log(alpha) = log(opacity) - sigma is a quadratic in the pixel position, so it splits into a
+per-row part, a per-column part and a row x column product; these [G, 16, K] parts are computed in
+float64 (exact offsets from the pixel centres) and combined over the block by one float32
+``addcmul``. The backward's pixel sums are float64 moments against the monomials
+(1, x, y, x^2, xy, y^2) of the tile-local pixel coordinates: one matrix product per block.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import torch
 from torch import Tensor
 
 from genfusion.splat.compositing import (
+    Composite,
     accumulate,
-    backward_alpha,
-    composite_from_transmittance,
-    composite_weights,
+    alpha_from_log,
+    backward_log_alpha,
+    composite,
+    with_ones,
 )
-from genfusion.splat.projection import ALPHA_THRESHOLD, MAX_ALPHA, Projection3DGS
+from genfusion.splat.projection import MAX_ALPHA, Projection3DGS
 from genfusion.splat.tiling import (
     PIXELS_PER_TILE,
     TileBins,
@@ -33,66 +36,55 @@ from genfusion.splat.tiling import (
     map_groups,
     pixel_monomials,
     scatter_group_gradients,
+    tile_axis,
     tiles_to_image,
 )
 
-SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward fragments for the backward up to this size
+SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward weights for the backward up to this size
 
 
-def _quadratic_coefficients(group: TileGroup, means2d: Tensor, conics: Tensor) -> tuple[Tensor, ...]:
-    """Coefficients [G, K, 6] of sigma in the monomials of tile-local pixel coordinates.
+def _log_alpha(group: TileGroup, means2d: Tensor, conics: Tensor, log_opacities: Tensor) -> Tensor:
+    """log(opacity) - sigma of every fragment of the block, [G, P, K] (-inf on padding).
 
-    Also returns the tile-local centre (mx, my) and conic (a, b, c), all float64 [G, K].
+    sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2 with (dx, dy) = pixel - mean: the dx-only and
+    dy-only terms are [G, 16, K] per-column and per-row parts, the cross term their product.
     """
     ids = group.gaussian_ids
+    n_groups, n_slots = ids.shape
     m2d = means2d[ids].double()
-    conic = conics[ids].double()
-    mx = m2d[..., 0] - group.origin[:, 0:1]
-    my = m2d[..., 1] - group.origin[:, 1:2]
-    a, b, c = conic.unbind(-1)
-    coefficients = torch.stack(
-        [
-            0.5 * a * mx * mx + b * mx * my + 0.5 * c * my * my,
-            -(a * mx + b * my),
-            -(c * my + b * mx),
-            0.5 * a,
-            b,
-            0.5 * c,
-        ],
-        dim=-1,
+    a, b, c = conics[ids].double().unbind(-1)  # [G, K]
+    axis = tile_axis(m2d.device)[None, :, None]  # [1, 16, 1]
+    dx = axis - (m2d[..., 0] - group.origin[:, 0:1])[:, None, :]  # [G, 16, K] over columns
+    dy = axis - (m2d[..., 1] - group.origin[:, 1:2])[:, None, :]  # [G, 16, K] over rows
+    column = (-0.5 * a[:, None] * dx * dx).to(means2d.dtype)
+    cross = (-b[:, None] * dx).to(means2d.dtype)
+    row = (log_opacities[ids][:, None] - 0.5 * c[:, None] * dy * dy).to(means2d.dtype)
+    row.masked_fill_(~group.valid[:, None, :], float("-inf"))
+    log_alpha = torch.addcmul(
+        row[:, :, None] + column[:, None], dy.to(means2d.dtype)[:, :, None], cross[:, None]
     )
-    return coefficients, mx, my, a, b, c
+    return log_alpha.view(n_groups, PIXELS_PER_TILE, n_slots)
 
 
-def _alpha(group: TileGroup, means2d: Tensor, conics: Tensor, opacities: Tensor) -> tuple[Tensor, Tensor]:
-    """(alpha, gauss) [G, K, P]: clamped fragment opacity (0 = no fragment) and exp(-sigma)."""
-    coefficients = _quadratic_coefficients(group, means2d, conics)[0]
-    sigma = torch.matmul(coefficients, pixel_monomials(coefficients.device)).to(means2d.dtype)
-    exists = sigma >= 0
-    exists &= group.valid[..., None]
-    gauss = sigma.neg_().exp_()
-    alpha = gauss * opacities[group.gaussian_ids][..., None]
-    alpha.clamp_(max=MAX_ALPHA)
-    exists &= alpha >= ALPHA_THRESHOLD
-    alpha.mul_(exists)
-    return alpha, gauss
+def _composite(group: TileGroup, flat: tuple[Tensor, Tensor, Tensor], may_clamp: bool) -> Composite:
+    return composite(alpha_from_log(_log_alpha(group, *flat)), may_clamp=may_clamp)
 
 
 class _Rasterize3DGS(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, bins: TileBins):
         n_features = features.shape[-1]
-        flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.reshape(-1))
-        flat_features = features.reshape(-1, n_features)
+        flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.reshape(-1).log())
+        flat_features = with_ones(features.reshape(-1, n_features))
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
-        save = 3 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
+        may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
+        save = 2 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
 
         def run(group: TileGroup):
-            alpha, gauss = _alpha(group, *flat)
-            comp = composite_weights(alpha)
-            blended = accumulate(comp, flat_features[group.gaussian_ids])
-            return blended, comp.t_final, (alpha, gauss, comp.t_after) if save else None
+            comp = _composite(group, flat, may_clamp)
+            blended, t_group = accumulate(comp.weights, flat_features[group.gaussian_ids])
+            return blended, t_group, comp if save else None
 
         results = map_groups(run, bins.groups)
         saved = []
@@ -100,43 +92,39 @@ class _Rasterize3DGS(torch.autograd.Function):
             out[group.tile_ids] = blended
             t_final[group.tile_ids] = t_group
             saved.append(kept)
-        ctx.bins, ctx.saved_fragments = bins, saved
-        ctx.save_for_backward(means2d, conics, opacities, features)
+        ctx.bins, ctx.saved_fragments, ctx.may_clamp = bins, saved, may_clamp
+        ctx.save_for_backward(means2d, conics, opacities, features, t_final)
         return out, t_final
 
     @staticmethod
     def backward(ctx, grad_out, grad_t_final):
-        means2d, conics, opacities, features = ctx.saved_tensors
+        means2d, conics, opacities, features, t_final = ctx.saved_tensors
         bins: TileBins = ctx.bins
         n_features = features.shape[-1]
-        flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.reshape(-1))
+        flat_opacities = opacities.reshape(-1)
+        flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), flat_opacities.log())
         flat_features = features.reshape(-1, n_features)
         g_means2d = torch.zeros_like(flat[0], dtype=torch.float64)
         g_conics = torch.zeros_like(flat[1], dtype=torch.float64)
-        g_opacities = torch.zeros_like(flat[2])
+        g_opacities = torch.zeros_like(flat_opacities)
         g_features = torch.zeros_like(flat_features)
-        monomials_t = pixel_monomials(means2d.device).transpose(0, 1)  # [P, 6]
+        monomials = pixel_monomials(means2d.device)  # [6, P]
+        tiny = torch.finfo(opacities.dtype).tiny
 
-        def run(group: TileGroup, saved):
-            if saved is None:
-                alpha, gauss = _alpha(group, *flat)
-                comp = composite_weights(alpha)
-            else:
-                alpha, gauss, t_after = saved
-                comp = composite_from_transmittance(alpha, t_after)
-            feats = flat_features[group.gaussian_ids]
-            g_alpha, g_feats, _ = backward_alpha(
-                comp, feats, grad_out[group.tile_ids], grad_t_final[group.tile_ids]
+        def run(group: TileGroup, saved: Composite | None):
+            comp = saved if saved is not None else _composite(group, flat, ctx.may_clamp)
+            ids, tiles = group.gaussian_ids, group.tile_ids
+            g_log_alpha, g_feats, _ = backward_log_alpha(
+                comp, flat_features[ids], grad_out[tiles], t_final[tiles], grad_t_final[tiles]
             )
-            raw = gauss * flat[2][group.gaussian_ids][..., None]
-            unclamped = (alpha > 0) & (raw <= MAX_ALPHA)
-            g_raw = g_alpha.mul_(unclamped)
-            g_opac = torch.linalg.vecdot(g_raw, gauss)
-            g_sigma = g_raw.mul_(raw).neg_()
-            # sums over pixels of g_sigma * (1, x, y, x^2, xy, y^2), then of g_sigma * dx^k dy^l
-            m0, m1, m2, m3, m4, m5 = torch.matmul(g_sigma.double(), monomials_t).unbind(-1)
-            _, mx, my, a, b, c = _quadratic_coefficients(group, *flat[:2])
-            sum_x = mx * m0 - m1
+            # sums over pixels of dL/dsigma * (1, x, y, x^2, xy, y^2), then of dL/dsigma dx^k dy^l
+            moments = torch.matmul(monomials, g_log_alpha.double()).neg_()  # [G, 6, K]
+            m0, m1, m2, m3, m4, m5 = moments.unbind(1)
+            g_opac = (-m0).to(g_feats.dtype).div_(flat_opacities[ids].clamp_min(tiny))
+            mx = means2d.reshape(-1, 2)[ids, 0].double() - group.origin[:, 0:1]
+            my = means2d.reshape(-1, 2)[ids, 1].double() - group.origin[:, 1:2]
+            a, b, c = conics.reshape(-1, 3)[ids].double().unbind(-1)
+            sum_x = mx * m0 - m1  # sum of dL/dsigma (mean - pixel)
             sum_y = my * m0 - m2
             sum_xx = mx * mx * m0 - 2 * mx * m1 + m3
             sum_xy = mx * my * m0 - mx * m2 - my * m1 + m4
