@@ -70,7 +70,8 @@ def with_ones(features: Tensor) -> Tensor:
 def accumulate(weights: Tensor, features_ones: Tensor) -> tuple[Tensor, Tensor]:
     """Blended features [G, P, F] and final transmittance [G, P] from weights [G, P, K] and
     per-fragment features [G, K, F + 1] whose last column is ones (``with_ones``)."""
-    blended = torch.bmm(weights, features_ones)
+    # as [F + 1, K] x [K, P]: several times faster on CPU than [P, K] x [K, F + 1] for small F
+    blended = torch.bmm(features_ones.transpose(1, 2), weights.transpose(1, 2)).transpose(1, 2)
     return blended[..., :-1], torch.rsub(blended[..., -1], 1.0)
 
 

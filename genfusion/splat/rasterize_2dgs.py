@@ -164,7 +164,7 @@ class _Rasterize2DGS(torch.autograd.Function):
         g_transforms = torch.zeros_like(flat_transforms, dtype=torch.float64)
         g_opacities = torch.zeros_like(flat_opacities)
         g_features = torch.zeros_like(flat_features)
-        monomials = pixel_monomials(means2d.device)[:3]  # [3, P]: 1, x, y
+        monomials = pixel_monomials(means2d.device, means2d.dtype)[:3]  # [3, P]: 1, x, y
         tiny = torch.finfo(opacities.dtype).tiny
 
         def run(group: TileGroup, saved: Composite | None):
@@ -190,11 +190,9 @@ class _Rasterize2DGS(torch.autograd.Function):
             neg_q = neg_g_3d.mul_(inv_cz)
             neg_g_cx, neg_g_cy = neg_q * su, neg_q.mul_(sv)
             neg_g_cz = torch.mul(neg_g_cx, su).addcmul_(neg_g_cy, sv).neg_()
-            moments_in = torch.empty((4, *neg_q.shape), dtype=torch.float64, device=neg_q.device)
-            for slot, value in enumerate((neg_g_cx, neg_g_cy, neg_g_cz, neg_g_2d)):
-                moments_in[slot].copy_(value)
+            moments_in = torch.stack((neg_g_cx, neg_g_cy, neg_g_cz, neg_g_2d))
             # sums over pixels of the gradients times (1, x, y): [G, K, 4, 3]
-            moments = torch.matmul(monomials, moments_in).neg_().permute(1, 3, 0, 2)
+            moments = torch.matmul(monomials, moments_in).double().neg_().permute(1, 3, 0, 2)
             g_a, g_b, g_c = moments[:, :, :3, 0], moments[:, :, :3, 1], moments[:, :, :3, 2]
             # a = hu0 x hv0, b = w x hv0, c = hu0 x w; for p = q x r: dq = r x g, dr = g x q
             hu0, hv0, w = geometry.hu0, geometry.hv0, geometry.w

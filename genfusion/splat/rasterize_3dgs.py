@@ -10,8 +10,9 @@ the 2D means, conics, opacities and features with closed-form derivatives, scatt
 Speed: log(alpha) = log(opacity) - sigma is a quadratic in the pixel position, so it splits into a
 per-row part, a per-column part and a row x column product; these [G, 16, K] parts are computed in
 float64 (exact offsets from the pixel centres) and combined over the block by one float32
-``addcmul``. The backward's pixel sums are float64 moments against the monomials
-(1, x, y, x^2, xy, y^2) of the tile-local pixel coordinates: one matrix product per block.
+``addcmul``. The backward's pixel sums are moments against the monomials (1, x, y, x^2, xy, y^2)
+of the pixel coordinates relative to the tile centre (small terms, so float32 sums lose no more
+than float32 rendering itself): one matrix product per block, expanded around each mean in float64.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from genfusion.splat.compositing import (
 from genfusion.splat.projection import MAX_ALPHA, Projection3DGS
 from genfusion.splat.tiling import (
     PIXELS_PER_TILE,
+    TILE_CENTRE,
     TileBins,
     TileGroup,
     bin_gaussians,
@@ -108,7 +110,7 @@ class _Rasterize3DGS(torch.autograd.Function):
         g_conics = torch.zeros_like(flat[1], dtype=torch.float64)
         g_opacities = torch.zeros_like(flat_opacities)
         g_features = torch.zeros_like(flat_features)
-        monomials = pixel_monomials(means2d.device)  # [6, P]
+        monomials = pixel_monomials(means2d.device, means2d.dtype, centred=True)  # [6, P]
         tiny = torch.finfo(opacities.dtype).tiny
 
         def run(group: TileGroup, saved: Composite | None):
@@ -118,11 +120,12 @@ class _Rasterize3DGS(torch.autograd.Function):
                 comp, flat_features[ids], grad_out[tiles], t_final[tiles], grad_t_final[tiles]
             )
             # sums over pixels of dL/dsigma * (1, x, y, x^2, xy, y^2), then of dL/dsigma dx^k dy^l
-            moments = torch.matmul(monomials, g_log_alpha.double()).neg_()  # [G, 6, K]
+            moments = torch.matmul(monomials, g_log_alpha).double().neg_()  # [G, 6, K]
             m0, m1, m2, m3, m4, m5 = moments.unbind(1)
             g_opac = (-m0).to(g_feats.dtype).div_(flat_opacities[ids].clamp_min(tiny))
-            mx = means2d.reshape(-1, 2)[ids, 0].double() - group.origin[:, 0:1]
-            my = means2d.reshape(-1, 2)[ids, 1].double() - group.origin[:, 1:2]
+            centre = group.origin + TILE_CENTRE  # [G, 2], the monomials' coordinate origin
+            mx = means2d.reshape(-1, 2)[ids, 0].double() - centre[:, 0:1]
+            my = means2d.reshape(-1, 2)[ids, 1].double() - centre[:, 1:2]
             a, b, c = conics.reshape(-1, 3)[ids].double().unbind(-1)
             sum_x = mx * m0 - m1  # sum of dL/dsigma (mean - pixel)
             sum_y = my * m0 - m2

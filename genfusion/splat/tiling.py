@@ -205,8 +205,9 @@ def _first_tensors(items: list[tuple]) -> list:
     return [getattr(first, "gaussian_ids", first)]
 
 
-_MONOMIALS: dict[torch.device, Tensor] = {}
+_MONOMIALS: dict[tuple, Tensor] = {}
 _AXES: dict[torch.device, Tensor] = {}
+TILE_CENTRE = TILE_SIZE / 2  # tile-local coordinate of the tile's centre
 
 
 def tile_axis(device: torch.device) -> Tensor:
@@ -216,14 +217,20 @@ def tile_axis(device: torch.device) -> Tensor:
     return _AXES[device]
 
 
-def pixel_monomials(device: torch.device) -> Tensor:
-    """[6, P] float64 monomials (1, x, y, x^2, xy, y^2) of tile-local pixel centres."""
-    if device not in _MONOMIALS:
+def pixel_monomials(
+    device: torch.device, dtype: torch.dtype = torch.float64, *, centred: bool = False
+) -> Tensor:
+    """[6, P] monomials (1, x, y, x^2, xy, y^2) of the tile's pixel centres, in tile-local
+    coordinates (0.5 .. 15.5) or, ``centred``, relative to the tile centre (-7.5 .. 7.5: smaller
+    terms, so less cancellation in sums built from them)."""
+    key = (device, dtype, centred)
+    if key not in _MONOMIALS:
         offsets = torch.arange(PIXELS_PER_TILE, device=device)
-        x = (offsets % TILE_SIZE).double() + 0.5
-        y = (offsets // TILE_SIZE).double() + 0.5
-        _MONOMIALS[device] = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y])
-    return _MONOMIALS[device]
+        shift = TILE_CENTRE if centred else 0.0
+        x = (offsets % TILE_SIZE).double() + 0.5 - shift
+        y = (offsets // TILE_SIZE).double() + 0.5 - shift
+        _MONOMIALS[key] = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y]).to(dtype)
+    return _MONOMIALS[key]
 
 
 def tiles_to_image(
