@@ -19,6 +19,7 @@ colours, depth, normals and the 2DGS distortion term. With the unclamped alpha_i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from torch.nn.functional import threshold_
 from genfusion.splat.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE_STOP
 
 LOG_ALPHA_FLOOR = -20.0  # exp(-20) = 2e-9, far below the 1/255 cut-off
+CHUNK_SLOTS = 128  # fragments per pixel composited between two checks for an all-opaque block
 
 
 @dataclass
@@ -38,6 +40,14 @@ class Composite:
     ratio: Tensor  # alpha_i / (1 - alpha_i) on composited fragments, else 0
     unclamped: Tensor | None  # bool, False where alpha hit the 0.999 clamp; None: none did
 
+    def slots(self, start: int, stop: int) -> Composite:
+        """Views of the fragments start:stop (along K)."""
+        return Composite(
+            weights=self.weights[..., start:stop],
+            ratio=self.ratio[..., start:stop],
+            unclamped=None if self.unclamped is None else self.unclamped[..., start:stop],
+        )
+
 
 def alpha_from_log(log_alpha: Tensor) -> Tensor:
     """Fragment opacity from log(opacity) - sigma, in place: clamped to 0.999, and 0 where it is
@@ -47,19 +57,68 @@ def alpha_from_log(log_alpha: Tensor) -> Tensor:
     return threshold_(alpha, _below(ALPHA_THRESHOLD, alpha.dtype), 0.0)
 
 
-def composite(alpha: Tensor, *, may_clamp: bool = True) -> Composite:
+def composite(
+    alpha: Tensor, *, may_clamp: bool = True, t_start: Tensor | None = None, out: Composite | None = None
+) -> tuple[Composite, Tensor]:
     """Blending weights of depth-sorted fragment opacities ``alpha`` [G, P, K].
 
     ``may_clamp=False`` promises that no alpha reached the 0.999 clamp (every opacity of the block
     is below it), which skips the mask that stops gradients through clamped fragments.
+    ``t_start`` [G, P] is the transmittance in front of these fragments (None: 1), 0 where the
+    pixel has already stopped. ``out`` receives the result (else new tensors). Returns the state
+    and the transmittance behind the block (0 where the pixel stopped), the next ``t_start``.
     """
     one_minus = torch.rsub(alpha, 1.0)
-    transmittance = threshold_(torch.cumprod(one_minus, dim=-1), TRANSMITTANCE_STOP, 0.0)
-    ratio = torch.div(alpha, one_minus, out=one_minus)
-    weights = ratio * transmittance  # = alpha_i T_i where the pixel has not stopped
-    ratio.mul_(transmittance.sign_())  # composited fragments only
-    unclamped = alpha < MAX_ALPHA if may_clamp else None
-    return Composite(weights=weights, ratio=ratio, unclamped=unclamped)
+    transmittance = torch.cumprod(one_minus, dim=-1)
+    if t_start is not None:
+        transmittance.mul_(t_start[..., None])
+    transmittance = threshold_(transmittance, TRANSMITTANCE_STOP, 0.0)
+    t_end = transmittance[..., -1].clone()
+    ratio = torch.div(alpha, one_minus, out=one_minus if out is None else out.ratio)
+    weights = torch.mul(ratio, transmittance, out=None if out is None else out.weights)
+    ratio.mul_(transmittance.sign_())  # composited fragments only; weights: alpha_i T_i there
+    unclamped = None
+    if may_clamp:
+        unclamped = torch.lt(alpha, MAX_ALPHA, out=None if out is None else out.unclamped)
+    return Composite(weights=weights, ratio=ratio, unclamped=unclamped), t_end
+
+
+def composite_until_opaque(
+    alpha_of_slots: Callable[[int, int], Tensor], n_slots: int, *, may_clamp: bool, chunk: int | None = None
+) -> tuple[Composite, int]:
+    """``composite`` over the K = ``n_slots`` depth-ordered fragments in chunks, stopping once
+    every pixel of the block has stopped, as gsplat's tiles do: behind an opaque surface most of a
+    tile's Gaussians are never evaluated.
+
+    Chunks start at ``chunk`` slots (default ``CHUNK_SLOTS``) and double; when the most
+    transparent pixel, extrapolated at its rate so far, would still be open after all K slots,
+    the rest is done in one chunk, so a block that does not turn opaque pays for one extra
+    chunk at most.
+
+    ``alpha_of_slots(start, stop)`` gives the alpha [G, P, stop - start] of slots start:stop.
+    Returns the state over the first ``used`` slots and ``used``; later slots have no weight.
+    """
+    chunk = chunk or CHUNK_SLOTS
+    first = alpha_of_slots(0, min(chunk, n_slots))
+    if first.shape[-1] == n_slots:
+        return composite(first, may_clamp=may_clamp)[0], n_slots
+    shape = (*first.shape[:-1], n_slots)
+    full = Composite(
+        weights=first.new_empty(shape),
+        ratio=first.new_empty(shape),
+        unclamped=torch.empty(shape, dtype=torch.bool, device=first.device) if may_clamp else None,
+    )
+    t_start, used, alpha = None, 0, first
+    while True:
+        stop = used + alpha.shape[-1]
+        _, t_start = composite(alpha, may_clamp=may_clamp, t_start=t_start, out=full.slots(used, stop))
+        used, chunk = stop, 2 * chunk
+        brightest = float(t_start.amax())
+        if used == n_slots or brightest == 0.0:
+            return full.slots(0, used), used
+        if brightest ** (n_slots / used) > TRANSMITTANCE_STOP:
+            chunk = n_slots  # at this rate some pixel stays open to the end: finish in one go
+        alpha = alpha_of_slots(used, min(used + chunk, n_slots))
 
 
 def with_ones(features: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from genfusion.splat.compositing import (
     accumulate,
     alpha_from_log,
     backward_log_alpha,
-    composite,
+    composite_until_opaque,
     distortion,
     with_ones,
 )
@@ -82,18 +82,22 @@ class _Geometry:
             [b[..., i][:, None] * axis for i in range(3)]
             + [FILTER_INV_SQUARE_2DGS * (axis - self.mx[:, None]) ** 2]
         ).to(dtype)
-        self.shape = (ids.shape[0], PIXELS_PER_TILE, ids.shape[1])
 
-    def evaluate(self, finite: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(su, sv, 1 / cz, |(su, sv)|^2, low-pass weight), all [G, P, K].
+    def evaluate(
+        self, start: int = 0, stop: int | None = None, *, finite: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(su, sv, 1 / cz, |(su, sv)|^2, low-pass weight) of slots start:stop, all [G, P, K'].
 
         Where cz == 0 (the ray is parallel to the surfel, or lies in its plane when cx = cy = 0
         too) |(su, sv)|^2 becomes ``UNREACHABLE_WEIGHT``, so the low-pass branch wins the min();
         ``finite=True`` also zeroes su, sv and 1 / cz there, for the backward's products.
         """
+        stop = self.row_parts.shape[-1] if stop is None else stop
+        rows, columns = self.row_parts[..., start:stop], self.column_parts[..., start:stop]
+        shape = (rows.shape[1], PIXELS_PER_TILE, stop - start)
         cx, cy, cz, weight_2d = (
-            torch.add(row[:, :, None], column[:, None]).view(self.shape)
-            for row, column in zip(self.row_parts, self.column_parts, strict=True)
+            torch.add(row[:, :, None], column[:, None]).view(shape)
+            for row, column in zip(rows, columns, strict=True)
         )
         inv_cz = torch.reciprocal(cz, out=cz)
         su, sv = cx.mul_(inv_cz), cy.mul_(inv_cz)
@@ -105,12 +109,26 @@ class _Geometry:
         return su, sv, inv_cz, weight_3d, weight_2d
 
 
-def _log_alpha(geometry: _Geometry, group: TileGroup, log_opacities: Tensor) -> Tensor:
-    """log(opacity) - sigma, [G, P, K] (-inf on padding)."""
-    _, _, _, weight_3d, weight_2d = geometry.evaluate()
-    log_opacity = log_opacities[group.gaussian_ids].masked_fill(~group.valid, float("-inf"))
+def _log_alpha(geometry: _Geometry, log_opacity: Tensor, start: int, stop: int) -> Tensor:
+    """log(opacity) - sigma of slots start:stop, [G, P, stop - start]; ``log_opacity`` is the
+    block's [G, K] log-opacities (-inf on padding)."""
+    _, _, _, weight_3d, weight_2d = geometry.evaluate(start, stop)
     sigma2 = torch.minimum(weight_3d, weight_2d, out=weight_3d)
-    return torch.add(log_opacity[:, None], sigma2, alpha=-0.5, out=sigma2)
+    return torch.add(log_opacity[:, None, start:stop], sigma2, alpha=-0.5, out=sigma2)
+
+
+def _composite(
+    group: TileGroup, means2d: Tensor, transforms: Tensor, log_opacities: Tensor, may_clamp: bool
+) -> tuple[Composite, int]:
+    """The block's compositing state over its first ``used`` slots (the rest lie behind opaque
+    pixels) and ``used``."""
+    geometry = _Geometry(group, means2d, transforms)
+    log_opacity = log_opacities[group.gaussian_ids].masked_fill(~group.valid, float("-inf"))
+    return composite_until_opaque(
+        lambda start, stop: alpha_from_log(_log_alpha(geometry, log_opacity, start, stop)),
+        group.n_slots,
+        may_clamp=may_clamp,
+    )
 
 
 class _Rasterize2DGS(torch.autograd.Function):
@@ -127,12 +145,11 @@ class _Rasterize2DGS(torch.autograd.Function):
         save = 2 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
 
         def run(group: TileGroup):
-            geometry = _Geometry(group, flat_means, flat_transforms)
-            comp = composite(alpha_from_log(_log_alpha(geometry, group, log_opacities)), may_clamp=may_clamp)
-            feats = flat_features[group.gaussian_ids]
+            comp, used = _composite(group, flat_means, flat_transforms, log_opacities, may_clamp)
+            feats = flat_features[group.gaussian_ids[:, :used]]
             blended, t_group = accumulate(comp.weights, feats)
             distorted = distortion(comp.weights, feats[..., depth_channel].unsqueeze(1))
-            return blended, t_group, distorted, comp if save else None
+            return blended, t_group, distorted, (comp, used) if save else None
 
         results = map_groups(run, bins.groups)
         saved = []
@@ -167,15 +184,16 @@ class _Rasterize2DGS(torch.autograd.Function):
         monomials = pixel_monomials(means2d.device, means2d.dtype)[:3]  # [3, P]: 1, x, y
         tiny = torch.finfo(opacities.dtype).tiny
 
-        def run(group: TileGroup, saved: Composite | None):
-            ids, tiles = group.gaussian_ids, group.tile_ids
-            geometry = _Geometry(group, flat_means, flat_transforms)
+        def run(group: TileGroup, saved: tuple[Composite, int] | None):
             if saved is None:
-                log_alpha = _log_alpha(geometry, group, log_opacities)
-                saved = composite(alpha_from_log(log_alpha), may_clamp=ctx.may_clamp)
+                saved = _composite(group, flat_means, flat_transforms, log_opacities, ctx.may_clamp)
+            comp, used = saved
+            head = group.slots(0, used)
+            ids, tiles = head.gaussian_ids, group.tile_ids
+            geometry = _Geometry(head, flat_means, flat_transforms)
             feats = flat_features[ids]
             g_log_alpha, g_feats, g_depth = backward_log_alpha(
-                saved, feats, grad_out[tiles], t_final[tiles], grad_t_final[tiles],
+                comp, feats, grad_out[tiles], t_final[tiles], grad_t_final[tiles],
                 depth=feats[..., depth_channel].unsqueeze(1),
                 grad_distortion=grad_distort[tiles],
             )  # fmt: skip
@@ -204,10 +222,10 @@ class _Rasterize2DGS(torch.autograd.Function):
             # low-pass branch: sigma_2d = |mean2d - pixel|^2
             s0, s1, s2 = moments[:, :, 3].unbind(-1)
             g_m2d = torch.stack([2 * (geometry.mx * s0 - s1), 2 * (geometry.my * s0 - s2)], dim=-1)
-            return g_m2d, g_rt, g_opac, g_feats
+            return ids, (g_m2d, g_rt, g_opac, g_feats)
 
         results = map_groups(run, bins.groups, ctx.saved_fragments)
-        scatter_group_gradients(bins.groups, results, (g_means2d, g_transforms, g_opacities, g_features))
+        scatter_group_gradients(results, (g_means2d, g_transforms, g_opacities, g_features))
         return (
             g_means2d.to(means2d.dtype).reshape(means2d.shape),
             g_transforms.to(transforms.dtype).reshape(transforms.shape),

@@ -25,7 +25,7 @@ from genfusion.splat.compositing import (
     accumulate,
     alpha_from_log,
     backward_log_alpha,
-    composite,
+    composite_until_opaque,
     with_ones,
 )
 from genfusion.splat.projection import MAX_ALPHA, Projection3DGS
@@ -45,31 +45,43 @@ from genfusion.splat.tiling import (
 SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward weights for the backward up to this size
 
 
-def _log_alpha(group: TileGroup, means2d: Tensor, conics: Tensor, log_opacities: Tensor) -> Tensor:
-    """log(opacity) - sigma of every fragment of the block, [G, P, K] (-inf on padding).
+def _log_alpha_parts(
+    group: TileGroup, means2d: Tensor, conics: Tensor, log_opacities: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Separable parts of log(opacity) - sigma for the block: (row, column, dy, cross), [G, 16, K].
 
-    sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2 with (dx, dy) = pixel - mean: the dx-only and
-    dy-only terms are [G, 16, K] per-column and per-row parts, the cross term their product.
+    sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2 with (dx, dy) = pixel - mean: the dy-only terms
+    (with log(opacity); -inf on padding) form the per-row part, the dx-only terms the per-column
+    part, and the cross term is dy (per row) times -b dx (per column).
     """
     ids = group.gaussian_ids
-    n_groups, n_slots = ids.shape
     m2d = means2d[ids].double()
     a, b, c = conics[ids].double().unbind(-1)  # [G, K]
     axis = tile_axis(m2d.device)[None, :, None]  # [1, 16, 1]
     dx = axis - (m2d[..., 0] - group.origin[:, 0:1])[:, None, :]  # [G, 16, K] over columns
     dy = axis - (m2d[..., 1] - group.origin[:, 1:2])[:, None, :]  # [G, 16, K] over rows
-    column = (-0.5 * a[:, None] * dx * dx).to(means2d.dtype)
-    cross = (-b[:, None] * dx).to(means2d.dtype)
-    row = (log_opacities[ids][:, None] - 0.5 * c[:, None] * dy * dy).to(means2d.dtype)
+    dtype = means2d.dtype
+    row = (log_opacities[ids][:, None] - 0.5 * c[:, None] * dy * dy).to(dtype)
     row.masked_fill_(~group.valid[:, None, :], float("-inf"))
-    log_alpha = torch.addcmul(
-        row[:, :, None] + column[:, None], dy.to(means2d.dtype)[:, :, None], cross[:, None]
+    return row, (-0.5 * a[:, None] * dx * dx).to(dtype), dy.to(dtype), (-b[:, None] * dx).to(dtype)
+
+
+def _log_alpha(parts: tuple[Tensor, Tensor, Tensor, Tensor], start: int, stop: int) -> Tensor:
+    """log(opacity) - sigma of the block's slots start:stop, [G, P, stop - start]."""
+    row, column, dy, cross = (part[..., start:stop] for part in parts)
+    log_alpha = torch.addcmul(row[:, :, None] + column[:, None], dy[:, :, None], cross[:, None])
+    return log_alpha.view(row.shape[0], PIXELS_PER_TILE, stop - start)
+
+
+def _composite(
+    group: TileGroup, flat: tuple[Tensor, Tensor, Tensor], may_clamp: bool
+) -> tuple[Composite, int]:
+    """The block's compositing state over its first ``used`` slots (the rest lie behind opaque
+    pixels) and ``used``."""
+    parts = _log_alpha_parts(group, *flat)
+    return composite_until_opaque(
+        lambda start, stop: alpha_from_log(_log_alpha(parts, start, stop)), group.n_slots, may_clamp=may_clamp
     )
-    return log_alpha.view(n_groups, PIXELS_PER_TILE, n_slots)
-
-
-def _composite(group: TileGroup, flat: tuple[Tensor, Tensor, Tensor], may_clamp: bool) -> Composite:
-    return composite(alpha_from_log(_log_alpha(group, *flat)), may_clamp=may_clamp)
 
 
 class _Rasterize3DGS(torch.autograd.Function):
@@ -84,9 +96,9 @@ class _Rasterize3DGS(torch.autograd.Function):
         save = 2 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
 
         def run(group: TileGroup):
-            comp = _composite(group, flat, may_clamp)
-            blended, t_group = accumulate(comp.weights, flat_features[group.gaussian_ids])
-            return blended, t_group, comp if save else None
+            comp, used = _composite(group, flat, may_clamp)
+            blended, t_group = accumulate(comp.weights, flat_features[group.gaussian_ids[:, :used]])
+            return blended, t_group, (comp, used) if save else None
 
         results = map_groups(run, bins.groups)
         saved = []
@@ -113,9 +125,9 @@ class _Rasterize3DGS(torch.autograd.Function):
         monomials = pixel_monomials(means2d.device, means2d.dtype, centred=True)  # [6, P]
         tiny = torch.finfo(opacities.dtype).tiny
 
-        def run(group: TileGroup, saved: Composite | None):
-            comp = saved if saved is not None else _composite(group, flat, ctx.may_clamp)
-            ids, tiles = group.gaussian_ids, group.tile_ids
+        def run(group: TileGroup, saved: tuple[Composite, int] | None):
+            comp, used = saved if saved is not None else _composite(group, flat, ctx.may_clamp)
+            ids, tiles = group.gaussian_ids[:, :used], group.tile_ids
             g_log_alpha, g_feats, _ = backward_log_alpha(
                 comp, flat_features[ids], grad_out[tiles], t_final[tiles], grad_t_final[tiles]
             )
@@ -134,10 +146,10 @@ class _Rasterize3DGS(torch.autograd.Function):
             sum_yy = my * my * m0 - 2 * my * m2 + m5
             g_m2d = torch.stack([a * sum_x + b * sum_y, c * sum_y + b * sum_x], dim=-1)
             g_conic = torch.stack([0.5 * sum_xx, sum_xy, 0.5 * sum_yy], dim=-1)
-            return g_m2d, g_conic, g_opac, g_feats
+            return ids, (g_m2d, g_conic, g_opac, g_feats)
 
         results = map_groups(run, bins.groups, ctx.saved_fragments)
-        scatter_group_gradients(bins.groups, results, (g_means2d, g_conics, g_opacities, g_features))
+        scatter_group_gradients(results, (g_means2d, g_conics, g_opacities, g_features))
         return (
             g_means2d.to(means2d.dtype).reshape(means2d.shape),
             g_conics.to(conics.dtype).reshape(conics.shape),

@@ -30,9 +30,21 @@ class TileGroup:
     tile_ids: Tensor  # [G] global tile index (camera * tiles_per_image + row * tiles_x + col)
     gaussian_ids: Tensor  # [G, K] flat Gaussian index (camera * N + gaussian), depth-sorted
     valid: Tensor  # [G, K] bool, False on padding
-    pixel_x: Tensor  # [G, 1, P] pixel-centre x coordinates of each tile's pixels
-    pixel_y: Tensor  # [G, 1, P] pixel-centre y coordinates
     origin: Tensor  # [G, 2] float64 pixel coordinates (x, y) of each tile's top-left corner
+
+    @property
+    def n_slots(self) -> int:
+        """K, the padded number of Gaussians per tile."""
+        return self.gaussian_ids.shape[1]
+
+    def slots(self, start: int, stop: int) -> TileGroup:
+        """The same tiles with only the depth-ordered Gaussians ``start:stop``."""
+        return TileGroup(
+            tile_ids=self.tile_ids,
+            gaussian_ids=self.gaussian_ids[:, start:stop],
+            valid=self.valid[:, start:stop],
+            origin=self.origin,
+        )
 
 
 @dataclass
@@ -58,7 +70,7 @@ def bin_gaussians(
     width: int,
     height: int,
     *,
-    max_elements: int = 1 << 18,
+    max_elements: int = 1 << 20,
     min_fill: float = 0.6,
 ) -> TileBins:
     """Intersect Gaussians with tiles and form padded tile groups.
@@ -98,7 +110,7 @@ def bin_gaussians(
         tile_counts = torch.bincount(tile_id, minlength=n_tiles)
         tile_starts = torch.cumsum(tile_counts, 0) - tile_counts
         groups = _make_groups(
-            flatten_ids, tile_counts, tile_starts, tiles_x, per_image, max_elements, min_fill, means2d.dtype
+            flatten_ids, tile_counts, tile_starts, tiles_x, per_image, max_elements, min_fill
         )
     return TileBins(
         n_cameras=n_cameras, tiles_x=tiles_x, tiles_y=tiles_y, n_intersections=n_isect, groups=groups
@@ -113,7 +125,6 @@ def _make_groups(
     per_image: int,
     max_elements: int,
     min_fill: float,
-    dtype: torch.dtype,
 ) -> list[TileGroup]:
     device = flatten_ids.device
     nonempty = torch.nonzero(tile_counts > 0).squeeze(1)
@@ -132,9 +143,6 @@ def _make_groups(
         if too_big or lengths[i] < min_fill * k:
             bounds.append((start, i))
             start = i
-    offsets = torch.arange(PIXELS_PER_TILE, device=device)
-    local_x = (offsets % TILE_SIZE).to(dtype) + 0.5
-    local_y = (offsets // TILE_SIZE).to(dtype) + 0.5
     groups = []
     for a, b in bounds:
         tiles = by_length[a:b]
@@ -143,17 +151,9 @@ def _make_groups(
         valid = slot[None] < tile_counts[tiles][:, None]
         index = (tile_starts[tiles][:, None] + slot[None]).clamp(max=flatten_ids.numel() - 1)
         in_image = tiles % per_image
-        origin_x = (in_image % tiles_x * TILE_SIZE).to(dtype)[:, None, None]
-        origin_y = (in_image // tiles_x * TILE_SIZE).to(dtype)[:, None, None]
+        origin = torch.stack([in_image % tiles_x, in_image // tiles_x], dim=1) * TILE_SIZE
         groups.append(
-            TileGroup(
-                tile_ids=tiles,
-                gaussian_ids=flatten_ids[index],
-                valid=valid,
-                pixel_x=origin_x + local_x,
-                pixel_y=origin_y + local_y,
-                origin=torch.cat([origin_x[:, 0], origin_y[:, 0]], dim=1).double(),
-            )
+            TileGroup(tile_ids=tiles, gaussian_ids=flatten_ids[index], valid=valid, origin=origin.double())
         )
     return groups
 
@@ -162,12 +162,15 @@ T = TypeVar("T")
 
 
 def scatter_group_gradients(
-    groups: Sequence, results: Sequence[Sequence[Tensor]], accumulators: Sequence[Tensor]
+    results: Sequence[tuple[Tensor, Sequence[Tensor]]], accumulators: Sequence[Tensor]
 ) -> None:
-    """Add per-fragment gradients of each tile group ([G, K, ...] tensors, in the order of
-    ``accumulators``) into per-Gaussian accumulators ([N, ...]) through the group's gaussian_ids."""
-    for group, grads in zip(groups, results, strict=True):
-        ids = group.gaussian_ids.reshape(-1)
+    """Add per-fragment gradients of each tile group into per-Gaussian accumulators ([N, ...]).
+
+    ``results`` holds, per group, its [G, K'] Gaussian ids and the gradients ([G, K', ...], in the
+    order of ``accumulators``) of those fragments.
+    """
+    for gaussian_ids, grads in results:
+        ids = gaussian_ids.reshape(-1)
         for accumulator, grad in zip(accumulators, grads, strict=True):
             accumulator.index_add_(0, ids, grad.reshape(-1, *accumulator.shape[1:]))
 

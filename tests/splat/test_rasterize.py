@@ -125,14 +125,14 @@ def test_background_and_empty_pixels():
     assert torch.all(out.depth[empty] == 0)
 
 
-def _opaque_stack(dtype: torch.dtype) -> dict:
+def _opaque_stack(dtype: torch.dtype, scale: float = 0.8) -> dict:
     """Large, overlapping splats in depth order, half of them more opaque than gsplat's 0.999 alpha
-    clamp: pixels stop early and many fragments are clamped."""
+    clamp: pixels stop early and many fragments are clamped (all pixels when ``scale`` >= 3)."""
     scene = random_scene(n=40, width=40, height=32, n_cameras=1, dtype=dtype, seed=5)
     with torch.no_grad():
         scene["means"][:, :2].mul_(0.15)
         scene["means"][:, 2] = 3.0 + torch.arange(40, dtype=dtype) * 0.05
-        scene["scales"].fill_(0.8)
+        scene["scales"].fill_(scale)
         scene["opacities"][::2] = 0.9999
         scene["opacities"][1::2] = 0.7
     return scene
@@ -149,23 +149,40 @@ def _grads(scene: dict, mode: str, backend: str):
 
 
 @pytest.mark.parametrize("mode", ["3dgs", "2dgs"])
-@pytest.mark.parametrize("keep_weights", [True, False], ids=["saved", "recomputed"])
-def test_opaque_stack_clamps_and_stops_like_dense(mode, keep_weights, monkeypatch):
+@pytest.mark.parametrize(
+    ("keep_weights", "chunk"),
+    [(True, 128), (False, 128), (True, 4)],
+    ids=["saved", "recomputed", "early-exit"],
+)
+def test_opaque_stack_clamps_and_stops_like_dense(mode, keep_weights, chunk, monkeypatch):
     """The 0.999 alpha clamp (no gradient through a clamped alpha) and the early stop at
     T <= 1e-4, with the backward on saved weights and on weights recomputed when they exceed the
-    memory budget."""
+    memory budget; with small chunks, whole tiles stop early and skip their hidden Gaussians."""
+    import genfusion.splat.compositing as compositing
     import genfusion.splat.rasterize_2dgs as rasterize_2dgs
     import genfusion.splat.rasterize_3dgs as rasterize_3dgs
 
+    module = rasterize_3dgs if mode == "3dgs" else rasterize_2dgs
     if not keep_weights:
-        module = rasterize_3dgs if mode == "3dgs" else rasterize_2dgs
         monkeypatch.setattr(module, "SAVE_BUDGET_BYTES", 0)
-    tiled, grads_tiled = _grads(_opaque_stack(torch.float64), mode, "torch")
-    dense, grads_dense = _grads(_opaque_stack(torch.float64), mode, "dense")
-    # not vacuous: an opaque centre, where pixels stop (T_final stays above 1e-4) behind clamped
-    # fragments, and the un-stopped rim
-    assert float((dense.alpha > 0.999).float().mean()) > 0.2
-    assert float((dense.alpha < 0.99).float().mean()) > 0.2
+    monkeypatch.setattr(compositing, "CHUNK_SLOTS", chunk)
+    skipped = []
+
+    def spy(alpha_of_slots, n_slots, **kwargs):
+        comp, used = compositing.composite_until_opaque(alpha_of_slots, n_slots, **kwargs)
+        skipped.append(n_slots - used)
+        return comp, used
+
+    monkeypatch.setattr(module, "composite_until_opaque", spy)
+    scale = 3.0 if chunk == 4 else 0.8  # early exit needs a whole block of stopped pixels
+    tiled, grads_tiled = _grads(_opaque_stack(torch.float64, scale), mode, "torch")
+    dense, grads_dense = _grads(_opaque_stack(torch.float64, scale), mode, "dense")
+    if chunk == 4:  # every pixel stops behind the first splats: the rest are never evaluated
+        assert float(dense.alpha.mean()) > 0.999 and min(skipped) > 0
+    else:  # an opaque centre, where pixels stop behind clamped fragments, and the un-stopped rim
+        assert float((dense.alpha > 0.999).float().mean()) > 0.2
+        assert float((dense.alpha < 0.99).float().mean()) > 0.2
+        assert max(skipped) == 0
     for name in ("rgb", "depth", "alpha"):
         assert_matches(getattr(tiled, name), getattr(dense, name), name)
     for name, g_tiled, g_dense in zip(PARAM_NAMES, grads_tiled, grads_dense, strict=True):
