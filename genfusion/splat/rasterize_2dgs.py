@@ -48,30 +48,46 @@ def _cross(a: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.cross(a, b, dim=-1)
 
 
+def _plane_products(transforms: Tensor) -> Tensor:
+    """[N, 9] float64 (u x v, v x w, w x u) of the ray transforms' rows u, v, w ([N, 9])."""
+    rows = transforms.double()
+    u, v, w = rows[:, 0:3], rows[:, 3:6], rows[:, 6:9]
+    return torch.cat([_cross(u, v), _cross(v, w), _cross(w, u)], dim=-1)
+
+
+def _transform_gradients(transforms: Tensor, g_products: Tensor) -> Tensor:
+    """Gradients [N, 9] of the rows u, v, w from those of ``_plane_products`` ([N, 9])."""
+    rows = transforms.double()
+    u, v, w = rows[:, 0:3], rows[:, 3:6], rows[:, 6:9]
+    g_uv, g_vw, g_wu = g_products[:, 0:3], g_products[:, 3:6], g_products[:, 6:9]
+    # for p = q x r: dL/dq = r x g, dL/dr = g x q
+    g_u = _cross(v, g_uv) + _cross(g_wu, w)
+    g_v = _cross(g_uv, u) + _cross(w, g_vw)
+    g_w = _cross(g_vw, v) + _cross(u, g_wu)
+    return torch.cat([g_u, g_v, g_w], dim=-1)
+
+
 class _Geometry:
     """Separable parts of one block's ray-splat intersections and low-pass distances.
 
-    With tile-local pixel coordinates (lx, ly) and the tile origin (ox, oy), the planes through a
-    pixel's ray are h_u = hu0 + lx w and h_v = hv0 + ly w (hu0 = ox w - u, hv0 = oy w - v), so
-    their cross product (cx, cy, cz) is affine in the pixel: A + lx B + ly C with A = hu0 x hv0,
-    B = w x hv0, C = hu0 x w. The low-pass weight 2 |pixel - mean|^2 is likewise a per-row plus a
-    per-column part. The [G, 16, K] parts are formed in float64 (no cancellation in the affine
-    form) and combined over the block in the working precision.
+    The planes through the ray of pixel (px, py) are h_u = px w - u and h_v = py w - v, so their
+    cross product (cx, cy, cz) is affine in the pixel: u x v + px (v x w) + py (w x u), with the
+    three products per Gaussian from ``_plane_products``. In tile-local coordinates
+    (px, py) = (ox + lx, oy + ly) it is A + lx B + ly C with A = u x v + ox B + oy C, B = v x w,
+    C = w x u: a per-row part (A + ly C) plus a per-column part (lx B), and the low-pass weight
+    2 |pixel - mean|^2 splits likewise. The [G, 16, K] parts are formed in float64 (tile-local, so
+    no cancellation between large terms) and combined over the block in the working precision.
     """
 
-    def __init__(self, group: TileGroup, means2d: Tensor, transforms: Tensor):
+    def __init__(self, group: TileGroup, means2d: Tensor, products: Tensor):
         ids = group.gaussian_ids
-        rows = transforms[ids].double()  # [G, K, 9]
-        self.u, self.v, self.w = rows[..., 0:3], rows[..., 3:6], rows[..., 6:9]
-        self.origin = group.origin
-        self.hu0 = group.origin[:, 0, None, None] * self.w - self.u
-        self.hv0 = group.origin[:, 1, None, None] * self.w - self.v
-        a = _cross(self.hu0, self.hv0)
-        b, c = _cross(self.w, self.hv0), _cross(self.hu0, self.w)  # [G, K, 3]
+        gathered = products[ids]  # [G, K, 9]
+        b, c = gathered[..., 3:6], gathered[..., 6:9]
+        a = gathered[..., 0:3] + group.origin[:, 0, None, None] * b + group.origin[:, 1, None, None] * c
         m2d = means2d[ids].double()
         self.mx = m2d[..., 0] - group.origin[:, 0:1]
         self.my = m2d[..., 1] - group.origin[:, 1:2]
-        axis = tile_axis(rows.device)[None, :, None]  # [1, 16, 1]
+        axis = tile_axis(ids.device)[None, :, None]  # [1, 16, 1]
         dtype = means2d.dtype
         # [4, G, 16, K]: cx, cy, cz and the low-pass weight, over rows (ly) and columns (lx)
         self.row_parts = torch.stack(
@@ -118,11 +134,11 @@ def _log_alpha(geometry: _Geometry, log_opacity: Tensor, start: int, stop: int) 
 
 
 def _composite(
-    group: TileGroup, means2d: Tensor, transforms: Tensor, log_opacities: Tensor, may_clamp: bool
+    group: TileGroup, means2d: Tensor, products: Tensor, log_opacities: Tensor, may_clamp: bool
 ) -> tuple[Composite, int]:
     """The block's compositing state over its first ``used`` slots (the rest lie behind opaque
     pixels) and ``used``."""
-    geometry = _Geometry(group, means2d, transforms)
+    geometry = _Geometry(group, means2d, products)
     log_opacity = log_opacities[group.gaussian_ids].masked_fill(~group.valid, float("-inf"))
     return composite_until_opaque(
         lambda start, stop: alpha_from_log(_log_alpha(geometry, log_opacity, start, stop)),
@@ -135,7 +151,7 @@ class _Rasterize2DGS(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, transforms, opacities, features, bins: TileBins, depth_channel: int):
         n_features = features.shape[-1]
-        flat_means, flat_transforms = means2d.reshape(-1, 2), transforms.reshape(-1, 9)
+        flat_means, products = means2d.reshape(-1, 2), _plane_products(transforms.reshape(-1, 9))
         log_opacities = opacities.reshape(-1).log()
         flat_features = with_ones(features.reshape(-1, n_features))
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
@@ -145,7 +161,7 @@ class _Rasterize2DGS(torch.autograd.Function):
         save = 2 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
 
         def run(group: TileGroup):
-            comp, used = _composite(group, flat_means, flat_transforms, log_opacities, may_clamp)
+            comp, used = _composite(group, flat_means, products, log_opacities, may_clamp)
             feats = flat_features[group.gaussian_ids[:, :used]]
             blended, t_group = accumulate(comp.weights, feats)
             distorted = distortion(comp.weights, feats[..., depth_channel].unsqueeze(1))
@@ -174,11 +190,12 @@ class _Rasterize2DGS(torch.autograd.Function):
         depth_channel = ctx.depth_channel
         n_features = features.shape[-1]
         flat_means, flat_transforms = means2d.reshape(-1, 2), transforms.reshape(-1, 9)
+        products = _plane_products(flat_transforms)
         flat_opacities = opacities.reshape(-1)
         log_opacities = flat_opacities.log()
         flat_features = features.reshape(-1, n_features)
         g_means2d = torch.zeros_like(flat_means, dtype=torch.float64)
-        g_transforms = torch.zeros_like(flat_transforms, dtype=torch.float64)
+        g_products = torch.zeros_like(products)
         g_opacities = torch.zeros_like(flat_opacities)
         g_features = torch.zeros_like(flat_features)
         monomials = pixel_monomials(means2d.device, means2d.dtype)[:3]  # [3, P]: 1, x, y
@@ -186,11 +203,11 @@ class _Rasterize2DGS(torch.autograd.Function):
 
         def run(group: TileGroup, saved: tuple[Composite, int] | None):
             if saved is None:
-                saved = _composite(group, flat_means, flat_transforms, log_opacities, ctx.may_clamp)
+                saved = _composite(group, flat_means, products, log_opacities, ctx.may_clamp)
             comp, used = saved
             head = group.slots(0, used)
             ids, tiles = head.gaussian_ids, group.tile_ids
-            geometry = _Geometry(head, flat_means, flat_transforms)
+            geometry = _Geometry(head, flat_means, products)
             feats = flat_features[ids]
             g_log_alpha, g_feats, g_depth = backward_log_alpha(
                 comp, feats, grad_out[tiles], t_final[tiles], grad_t_final[tiles],
@@ -206,26 +223,27 @@ class _Rasterize2DGS(torch.autograd.Function):
             neg_g_2d = g_log_alpha.sub_(neg_g_3d)
             # sigma_3d = 0.5 (su^2 + sv^2), (su, sv) = (cx, cy) / cz
             neg_q = neg_g_3d.mul_(inv_cz)
-            neg_g_cx, neg_g_cy = neg_q * su, neg_q.mul_(sv)
-            neg_g_cz = torch.mul(neg_g_cx, su).addcmul_(neg_g_cy, sv).neg_()
-            moments_in = torch.stack((neg_g_cx, neg_g_cy, neg_g_cz, neg_g_2d))
+            moments_in = neg_q.new_empty((4, *neg_q.shape))  # -dL/d(cx, cy, cz), -dL/dsigma_2d
+            neg_g_cx, neg_g_cy = (
+                torch.mul(neg_q, su, out=moments_in[0]),
+                torch.mul(neg_q, sv, out=moments_in[1]),
+            )
+            torch.mul(neg_g_cx, su, out=moments_in[2]).addcmul_(neg_g_cy, sv).neg_()
+            moments_in[3].copy_(neg_g_2d)
             # sums over pixels of the gradients times (1, x, y): [G, K, 4, 3]
             moments = torch.matmul(monomials, moments_in).double().neg_().permute(1, 3, 0, 2)
             g_a, g_b, g_c = moments[:, :, :3, 0], moments[:, :, :3, 1], moments[:, :, :3, 2]
-            # a = hu0 x hv0, b = w x hv0, c = hu0 x w; for p = q x r: dq = r x g, dr = g x q
-            hu0, hv0, w = geometry.hu0, geometry.hv0, geometry.w
-            g_hu0 = _cross(hv0, g_a) + _cross(w, g_c)
-            g_hv0 = _cross(g_a, hu0) + _cross(g_b, w)
-            g_w = _cross(hv0, g_b) + _cross(g_c, hu0)
-            g_w = g_w + group.origin[:, 0, None, None] * g_hu0 + group.origin[:, 1, None, None] * g_hv0
-            g_rt = torch.cat([-g_hu0, -g_hv0, g_w], dim=-1)  # [G, K, 9]
+            # (cx, cy, cz) = A + lx B + ly C with A = u x v + ox B + oy C, B = v x w, C = w x u
+            origin_x, origin_y = group.origin[:, 0, None, None], group.origin[:, 1, None, None]
+            g_prod = torch.cat([g_a, g_b + origin_x * g_a, g_c + origin_y * g_a], dim=-1)  # [G, K, 9]
             # low-pass branch: sigma_2d = |mean2d - pixel|^2
             s0, s1, s2 = moments[:, :, 3].unbind(-1)
             g_m2d = torch.stack([2 * (geometry.mx * s0 - s1), 2 * (geometry.my * s0 - s2)], dim=-1)
-            return ids, (g_m2d, g_rt, g_opac, g_feats)
+            return ids, (g_m2d, g_prod, g_opac, g_feats)
 
         results = map_groups(run, bins.groups, ctx.saved_fragments)
-        scatter_group_gradients(results, (g_means2d, g_transforms, g_opacities, g_features))
+        scatter_group_gradients(results, (g_means2d, g_products, g_opacities, g_features))
+        g_transforms = _transform_gradients(flat_transforms, g_products)
         return (
             g_means2d.to(means2d.dtype).reshape(means2d.shape),
             g_transforms.to(transforms.dtype).reshape(transforms.shape),
