@@ -19,6 +19,7 @@ colours, depth, normals and the 2DGS distortion term. With the unclamped alpha_i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,28 @@ class Composite:
             ratio=self.ratio[..., start:stop],
             unclamped=None if self.unclamped is None else self.unclamped[..., start:stop],
         )
+
+
+class SaveBudget:
+    """A thread-safe allowance of bytes for block state kept from the forward for the backward.
+
+    Blocks are kept first come, first served until the allowance runs out; the backward
+    recomputes the others, so memory stays bounded whatever the scene.
+    """
+
+    def __init__(self, limit_bytes: int):
+        self._left = limit_bytes
+        self._lock = threading.Lock()
+
+    def keep(self, comp: Composite) -> bool:
+        """Whether ``comp`` fits (its tensors' whole storage counts); if so, it is charged."""
+        parts = (comp.weights, comp.ratio, comp.unclamped)
+        size = sum(part.untyped_storage().nbytes() for part in parts if part is not None)
+        with self._lock:
+            if size > self._left:
+                return False
+            self._left -= size
+            return True
 
 
 def alpha_from_log(log_alpha: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from genfusion.splat.compositing import (
     Composite,
+    SaveBudget,
     accumulate,
     alpha_from_log,
     backward_log_alpha,
@@ -40,7 +41,7 @@ from genfusion.splat.tiling import (
     tiles_to_image,
 )
 
-SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward weights for the backward up to this size
+SAVE_BUDGET_BYTES = 1536 * 1024**2  # forward block state kept for the backward, per render
 UNREACHABLE_WEIGHT = 1e30  # |(u, v)|^2 where the ray never meets the surfel's plane in a point
 
 
@@ -158,14 +159,14 @@ class _Rasterize2DGS(torch.autograd.Function):
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         distort = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE)
         may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
-        save = 2 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
+        budget = SaveBudget(SAVE_BUDGET_BYTES)
 
         def run(group: TileGroup):
             comp, used = _composite(group, flat_means, products, log_opacities, may_clamp)
             feats = flat_features[group.gaussian_ids[:, :used]]
             blended, t_group = accumulate(comp.weights, feats)
             distorted = distortion(comp.weights, feats[..., depth_channel].unsqueeze(1))
-            return blended, t_group, distorted, (comp, used) if save else None
+            return blended, t_group, distorted, (comp, used) if budget.keep(comp) else None
 
         results = map_groups(run, bins.groups)
         saved = []

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from genfusion.splat.compositing import (
     Composite,
+    SaveBudget,
     accumulate,
     alpha_from_log,
     backward_log_alpha,
@@ -42,7 +43,7 @@ from genfusion.splat.tiling import (
     tiles_to_image,
 )
 
-SAVE_BUDGET_BYTES = 768 * 1024**2  # keep forward weights for the backward up to this size
+SAVE_BUDGET_BYTES = 1536 * 1024**2  # forward block state kept for the backward, per render
 
 
 def _log_alpha_parts(
@@ -93,12 +94,12 @@ class _Rasterize3DGS(torch.autograd.Function):
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
-        save = 2 * 4 * PIXELS_PER_TILE * bins.n_intersections <= SAVE_BUDGET_BYTES
+        budget = SaveBudget(SAVE_BUDGET_BYTES)
 
         def run(group: TileGroup):
             comp, used = _composite(group, flat, may_clamp)
             blended, t_group = accumulate(comp.weights, flat_features[group.gaussian_ids[:, :used]])
-            return blended, t_group, (comp, used) if save else None
+            return blended, t_group, (comp, used) if budget.keep(comp) else None
 
         results = map_groups(run, bins.groups)
         saved = []
