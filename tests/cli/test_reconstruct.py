@@ -72,11 +72,11 @@ def test_not_a_scene_is_a_clean_error(tmp_path, capsys):
 
 def test_resolution_too_big_is_refused_before_writing(fern_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["reconstruct", str(fern_dir), "--out", str(out), "--downscale", "8", "--memory-limit-gb", "0.6",
+    args = ["reconstruct", str(fern_dir), "--out", str(out), "--downscale", "8", "--memory-limit-gb", "4",
             "--quiet"]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "needs about 0.8 GiB" in err and "only 0.60 GiB" in err and "--downscale 16" in err, err
+    assert "needs about 6.7 GiB" in err and "only 4.00 GiB" in err and "--downscale 16" in err, err
     assert not out.exists()  # refused before anything was written
 
 
