@@ -2,7 +2,8 @@
 
 Scenes: N random Gaussians inside the camera frustum (depth 2..6), sized so that each covers a
 few to tens of pixels at 256x192 (3-sigma radius about 1.5-7.5 px), random rotations, opacities
-0.1-0.9, SH degree 3. One camera. Timed: render (SH + projection + binning + compositing) and
+0.1-0.9, SH degree 3; and an opaque variant (twice the size, opacities 0.6-0.99) timed with and
+without the per-tile early exit. One camera. Timed: render (SH + projection + binning + compositing) and
 backward of a loss over rgb, depth, alpha (+ normals and distortion for 2DGS). Median of
 ``--repeats`` runs after one warm-up. The dense reference runs beside the tiled one where its
 memory estimate fits (otherwise the JSON says why it was skipped), and gsplat runs when CUDA is
@@ -27,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from genfusion.splat import compositing  # noqa: E402
 from genfusion.splat.render import render  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rasterizer.json"
@@ -34,8 +36,11 @@ DENSE_MEMORY_LIMIT = 4 * 1024**3  # bytes; the dense reference keeps ~20 [N, H*W
 REFERENCE_WIDTH = 256  # Gaussian sizes are chosen in pixels at this width
 
 
-def make_scene(n: int, width: int, height: int, seed: int = 0, device: str = "cpu") -> dict:
-    """A random, realistic scene in front of one camera (OpenCV convention)."""
+def make_scene(
+    n: int, width: int, height: int, seed: int = 0, device: str = "cpu", opaque: bool = False
+) -> dict:
+    """A random, realistic scene in front of one camera (OpenCV convention); ``opaque``: twice the
+    size and opacities 0.6-0.99, so that every pixel stops after a few dozen Gaussians."""
     gen = torch.Generator().manual_seed(seed)
     focal = 0.9 * width
     depth = 2.0 + 4.0 * torch.rand(n, generator=gen)
@@ -49,6 +54,8 @@ def make_scene(n: int, width: int, height: int, seed: int = 0, device: str = "cp
     scales = base[:, None] * (0.5 + torch.rand(n, 3, generator=gen))
     quats = torch.randn(n, 4, generator=gen)
     opacities = 0.1 + 0.8 * torch.rand(n, generator=gen)
+    if opaque:
+        scales, opacities = 2.0 * scales, 0.6 + 0.39 * torch.rand(n, generator=gen)
     sh = torch.randn(n, 16, 3, generator=gen) * 0.3
     Ks = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])[None]
     viewmats = torch.eye(4)[None]
@@ -127,6 +134,20 @@ def main() -> None:
                 row["torch_cuda"] = time_backend(gpu_scene, mode, "torch", args.repeats)
             rows.append(row)
             print(json.dumps(row), flush=True)
+        # An opaque scene, where whole tiles stop early: the per-tile early exit against the same
+        # rasteriser with it disabled (one chunk per block), in the same run.
+        scene = make_scene(100_000, 256, 192, opaque=True)
+        row = {"mode": mode, "n_gaussians": 100_000, "width": 256, "height": 192, "opaque": True}
+        row["torch_cpu"] = time_backend(scene, mode, "torch", args.repeats)
+        default_chunk = compositing.CHUNK_SLOTS
+        compositing.CHUNK_SLOTS = 1 << 30
+        row["torch_cpu_no_early_exit"] = time_backend(scene, mode, "torch", args.repeats)
+        compositing.CHUNK_SLOTS = default_chunk
+        row["speedup_early_exit"] = (
+            row["torch_cpu_no_early_exit"]["forward_backward_s"] / row["torch_cpu"]["forward_backward_s"]
+        )
+        rows.append(row)
+        print(json.dumps(row), flush=True)
         # The dense reference fits at small N: a same-run ratio against it.
         n_small = 500
         scene = make_scene(n_small, 256, 192)
