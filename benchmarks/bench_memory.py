@@ -2,7 +2,7 @@
 
 Each case is a real CPU training run on fern (2DGS or 3DGS, a resolution, a random-init Gaussian
 count grown to a ``max_gaussians`` cap by early, aggressive densification), run in a FRESH
-subprocess so that ``ru_maxrss`` is the peak of that run alone. Measured = peak RSS minus the
+subprocess so that VmHWM is the peak of that run alone. Measured = peak RSS minus the
 RSS after imports and scene load (the baseline, also recorded); the estimate counts what training
 adds (images, Gaussians, rasteriser, per-pixel maps), so the two compare directly.
 
@@ -56,8 +56,10 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process image so far (VmHWM; not ru_maxrss, which keeps
+    the maximum across exec and so starts at the forking parent's size)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def memory_config(method: str, downscale: int, init: int, cap: int, steps: int):
