@@ -31,6 +31,7 @@ from genfusion.splat.projection import ALPHA_THRESHOLD, MAX_ALPHA, TRANSMITTANCE
 
 LOG_ALPHA_FLOOR = -20.0  # exp(-20) = 2e-9, far below the 1/255 cut-off
 CHUNK_SLOTS = 128  # fragments per pixel composited between two checks for an all-opaque block
+SAVE_BUDGET_BYTES = 1536 * 1024**2  # forward block state kept for the backward, per render
 
 
 @dataclass
@@ -57,8 +58,8 @@ class SaveBudget:
     recomputes the others, so memory stays bounded whatever the scene.
     """
 
-    def __init__(self, limit_bytes: int):
-        self._left = limit_bytes
+    def __init__(self, limit_bytes: int | None = None):
+        self._left = SAVE_BUDGET_BYTES if limit_bytes is None else limit_bytes
         self._lock = threading.Lock()
 
     def keep(self, comp: Composite) -> bool:

@@ -5,7 +5,7 @@ Same structure as ``rasterize_3dgs``: tile groups composited as padded [G, P, K]
 low-pass fallback, sigma = 0.5 min(|(u, v)|^2, 2 |mean2d - pixel|^2). Gradients go to the ray
 transforms (rows u, v, w), the 2D means (low-pass branch), opacities and features (colour, depth,
 normal); the distortion term also feeds the depth feature. The backward keeps the forward's
-weights (within ``SAVE_BUDGET_BYTES``) and recomputes the cheap per-pixel geometry.
+weights (within ``compositing.SAVE_BUDGET_BYTES``) and recomputes the cheap per-pixel geometry.
 
 One deliberate difference from gsplat: where a pixel's ray is exactly parallel to a surfel
 (cz == 0) gsplat skips the fragment; here |(u, v)| is infinite there, so the min() takes the
@@ -41,7 +41,6 @@ from genfusion.splat.tiling import (
     tiles_to_image,
 )
 
-SAVE_BUDGET_BYTES = 1536 * 1024**2  # forward block state kept for the backward, per render
 UNREACHABLE_WEIGHT = 1e30  # |(u, v)|^2 where the ray never meets the surfel's plane in a point
 
 
@@ -159,7 +158,7 @@ class _Rasterize2DGS(torch.autograd.Function):
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         distort = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE)
         may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
-        budget = SaveBudget(SAVE_BUDGET_BYTES)
+        budget = SaveBudget()
 
         def run(group: TileGroup):
             comp, used = _composite(group, flat_means, products, log_opacities, may_clamp)

@@ -3,7 +3,7 @@
 Forward: bin the projected Gaussians into 16x16 tiles (``tiling.py``), then composite each group
 of tiles as one padded [G, P, K] block (P = 256 pixels, K Gaussians), small enough to stay in the
 CPU cache (``compositing.py``). Backward: reuse the block's weights when they fit the
-``SAVE_BUDGET_BYTES`` budget (else recompute them, so memory stays bounded) and push gradients to
+``compositing.SAVE_BUDGET_BYTES`` budget (else recompute them, so memory stays bounded) and push gradients to
 the 2D means, conics, opacities and features with closed-form derivatives, scattered back with
 ``index_add_``.
 
@@ -42,8 +42,6 @@ from genfusion.splat.tiling import (
     tile_axis,
     tiles_to_image,
 )
-
-SAVE_BUDGET_BYTES = 1536 * 1024**2  # forward block state kept for the backward, per render
 
 
 def _log_alpha_parts(
@@ -94,7 +92,7 @@ class _Rasterize3DGS(torch.autograd.Function):
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
-        budget = SaveBudget(SAVE_BUDGET_BYTES)
+        budget = SaveBudget()
 
         def run(group: TileGroup):
             comp, used = _composite(group, flat, may_clamp)

@@ -164,7 +164,7 @@ def test_opaque_stack_clamps_and_stops_like_dense(mode, keep_weights, chunk, mon
 
     module = rasterize_3dgs if mode == "3dgs" else rasterize_2dgs
     if not keep_weights:
-        monkeypatch.setattr(module, "SAVE_BUDGET_BYTES", 0)
+        monkeypatch.setattr(compositing, "SAVE_BUDGET_BYTES", 0)
     monkeypatch.setattr(compositing, "CHUNK_SLOTS", chunk)
     skipped = []
 
