@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -71,6 +72,11 @@ class SaveBudget:
                 return False
             self._left -= size
             return True
+
+
+def can_clamp(opacities: Tensor) -> bool:
+    """Whether some fragment alpha (at most its Gaussian's opacity) can reach the 0.999 clamp."""
+    return bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
 
 
 def alpha_from_log(log_alpha: Tensor) -> Tensor:
@@ -214,6 +220,7 @@ def backward_log_alpha(
     return grad_log_alpha, grad_features, grad_depth
 
 
+@cache  # called per chunk: computed once per dtype
 def _below(value: float, dtype: torch.dtype) -> float:
     """The largest ``dtype`` number below ``value``: ``threshold`` keeps x > t, gsplat x >= value."""
     exact = torch.tensor(value, dtype=dtype)

@@ -23,12 +23,13 @@ from genfusion.splat.compositing import (
     accumulate,
     alpha_from_log,
     backward_log_alpha,
+    can_clamp,
     composite_until_opaque,
     distortion,
     with_ones,
 )
 from genfusion.splat.fragments import FILTER_INV_SQUARE_2DGS
-from genfusion.splat.projection import MAX_ALPHA, Projection2DGS
+from genfusion.splat.projection import Projection2DGS
 from genfusion.splat.tiling import (
     PIXELS_PER_TILE,
     TileBins,
@@ -157,7 +158,7 @@ class _Rasterize2DGS(torch.autograd.Function):
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
         distort = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE)
-        may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
+        may_clamp = can_clamp(opacities)
         budget = SaveBudget()
 
         def run(group: TileGroup):

@@ -26,10 +26,11 @@ from genfusion.splat.compositing import (
     accumulate,
     alpha_from_log,
     backward_log_alpha,
+    can_clamp,
     composite_until_opaque,
     with_ones,
 )
-from genfusion.splat.projection import MAX_ALPHA, Projection3DGS
+from genfusion.splat.projection import Projection3DGS
 from genfusion.splat.tiling import (
     PIXELS_PER_TILE,
     TILE_CENTRE,
@@ -91,7 +92,7 @@ class _Rasterize3DGS(torch.autograd.Function):
         flat_features = with_ones(features.reshape(-1, n_features))
         out = features.new_zeros(bins.n_tiles, PIXELS_PER_TILE, n_features)
         t_final = features.new_ones(bins.n_tiles, PIXELS_PER_TILE)
-        may_clamp = bool(opacities.numel()) and float(opacities.max()) >= MAX_ALPHA - 1e-6
+        may_clamp = can_clamp(opacities)
         budget = SaveBudget()
 
         def run(group: TileGroup):
