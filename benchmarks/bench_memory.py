@@ -71,12 +71,11 @@ def memory_config(method: str, downscale: int, init: int, cap: int, steps: int):
         device="cpu",
         backend="torch",
         downscale=downscale,
-        iterations=30_000,  # the reference length: schedule fields below are used as written
+        iterations=30_000,  # explicit schedule steps below are used as given
         init_random_points=init,
         max_gaussians=cap,
         refine_start=1,
         refine_every=3,
-        min_refine_every=1,
         grow_grad2d=1e-12,  # every Gaussian that got a gradient is split or cloned
         reset_every=100_000,
         sh_degree_interval=1,  # degree 3 (48 coefficients) from step 3 on

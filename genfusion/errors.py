@@ -21,3 +21,16 @@ class GenFusionError(Exception):
         if hint:
             text = f"{text} {hint}"
         super().__init__(text)
+
+
+class Cancelled(GenFusionError):
+    """A long operation stopped because its ``stop_check()`` said so (the user cancelled).
+
+    Every cancellable operation (pose estimation, reconstruction, fusion) raises this one type,
+    after leaving its outputs as they were before it started (or, for training, at the last
+    completed step: the caller may still save or evaluate). ``step`` is how far it got, when known.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, hint: str | None = None):
+        self.step = step
+        super().__init__(message, hint=hint)

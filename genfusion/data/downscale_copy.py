@@ -9,12 +9,11 @@ do not depend on resolution), and every other key is copied unchanged.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 
+from genfusion.atomic import atomic_directory
 from genfusion.data.images import decode_image
 from genfusion.data.transforms import TRANSFORMS_NAME, resolve_frame_path
 from genfusion.errors import GenFusionError
@@ -47,9 +46,7 @@ def downscale_transforms_copy(
     meta = json.loads((src / TRANSFORMS_NAME).read_text(encoding="utf-8"))
     if dst.exists():
         raise GenFusionError("already exists.", path=dst, hint="Remove it or choose another output folder.")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with atomic_directory(dst) as tmp:
         chosen = [meta["frames"][i] for i in frames] if frames is not None else meta["frames"]
         sizes = set()
         for frame in chosen:
@@ -70,8 +67,4 @@ def downscale_transforms_copy(
             _scale_intrinsics(meta, new_w / width, new_h / height, new_w, new_h)
         meta["frames"] = chosen
         (tmp / TRANSFORMS_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

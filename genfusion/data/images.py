@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from genfusion.atomic import atomic_path
 from genfusion.data.geometry import resize_camera
 from genfusion.data.types import Camera
 from genfusion.data.undistort import undistort_pixels
@@ -124,16 +123,11 @@ def _read_cached(path: Path, width: int, height: int) -> np.ndarray | None:
 
 def _write_cached(path: Path, rgb: np.ndarray) -> None:
     """Atomic write (temp file + rename) so a crash never leaves a half-written cache entry."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npy", dir=path.parent)
-        with os.fdopen(fd, "wb") as fid:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fid:
             np.save(fid, np.ascontiguousarray(rgb, dtype=np.uint8), allow_pickle=False)
-        os.replace(tmp, path)
     except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)  # a read-only or full disk only costs speed
+        pass  # a read-only or full disk only costs speed (atomic_path removed the temporary)
 
 
 def _check_aspect(camera: Camera, file_w: int, file_h: int) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from genfusion.data.ingest import IngestConfig, IngestResult, ingest, list_folder_images, open_verified_image
-from genfusion.errors import GenFusionError
+from genfusion.errors import Cancelled, GenFusionError
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
 
 MATCHERS = ("auto", "exhaustive", "sequential")
@@ -208,10 +208,8 @@ def _cancellation(stop_check: Callable[[], bool] | None) -> Iterator[Any]:
             watcher.join()
 
 
-def _cancelled_error() -> GenFusionError:
-    return GenFusionError(
-        "pose estimation was cancelled; nothing was written.", hint="Start it again when ready."
-    )
+def _cancelled_error() -> Cancelled:
+    return Cancelled("pose estimation was cancelled; nothing was written.", hint="Start it again when ready.")
 
 
 def _extract(run: _Run, database: Path, images: Path, names: list[str]) -> None:

@@ -10,6 +10,9 @@
   seen only through a half-width x half-height window (25% of the area) that moves diagonally,
   bouncing at the borders, one fixed trajectory per scene; every other frame is a full-frame test
   view. Training cameras become cropped cameras (principal point shifted by the window offset).
+  Test frames get the window the trajectory passes through between its neighbouring training
+  frames (``Split.test_windows``), so metrics can be split into inside (seen nearby) and outside
+  (extrapolated) the window.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Split:
     test: list[int]  # indices into scene.cameras held out for evaluation, ascending
     method: str  # how it was made: "holdout", "reconfusion", "farthest-point" or "masked"
     windows: dict[int, CropWindow] = field(default_factory=dict)  # train index -> visible window
+    test_windows: dict[int, CropWindow] = field(default_factory=dict)  # test index -> trajectory window
 
     def train_cameras(self, scene: Scene) -> list[Camera]:
         """Training cameras, cropped to their window where one is set."""
@@ -149,12 +153,13 @@ def _bounce(position: float, span: int) -> float:
 def masked_windows(
     width: int,
     height: int,
-    frames: int,
+    frames: int | list[float],
     *,
     start: tuple[float, float] = (0.5, 0.5),
     speed: float = MASK_SPEED_PX,
 ) -> list[CropWindow]:
-    """The window trajectory for ``frames`` consecutive training frames of a width x height video.
+    """The window trajectory for ``frames`` consecutive training frames of a width x height video
+    (or at the given fractional frame positions, e.g. 2.5 = halfway between training frames 2 and 3).
 
     The window is half the width and half the height (25% of the area). It starts at ``start``
     (fractions of the free range; (0.5, 0.5) = centred) and moves ``speed`` pixels per frame along
@@ -164,8 +169,9 @@ def masked_windows(
     win_w, win_h = width // 2, height // 2
     span_x, span_y = width - win_w, height - win_h
     step = speed * math.sqrt(width * height / (MASK_REFERENCE_SIZE[0] * MASK_REFERENCE_SIZE[1]))
+    positions = range(frames) if isinstance(frames, int) else frames
     windows = []
-    for t in range(frames):
+    for t in positions:
         x = _bounce(start[0] * span_x + step * t, span_x)
         y = _bounce(start[1] * span_y + step * t, span_y)
         windows.append(CropWindow(int(round(x)), int(round(y)), win_w, win_h))
@@ -189,12 +195,21 @@ def masked_split(
     train = list(range(0, len(scene), every))
     test = [i for i in range(len(scene)) if i % every]
     windows: dict[int, CropWindow] = {}
+    test_windows: dict[int, CropWindow] = {}
     by_size: dict[tuple[int, int], list[int]] = {}
-    for i in train:  # one trajectory per image size (normally one for the whole scene)
+    for i in range(len(scene)):  # one trajectory per image size (normally one for the whole scene)
         by_size.setdefault((scene.cameras[i].width, scene.cameras[i].height), []).append(i)
     for (width, height), indices in by_size.items():
+        trained = [i for i in indices if i % every == 0]
+        tested = [i for i in indices if i % every]
         for i, window in zip(
-            indices, masked_windows(width, height, len(indices), start=start, speed=speed), strict=True
+            trained, masked_windows(width, height, len(trained), start=start, speed=speed), strict=True
         ):
             windows[i] = window
-    return Split(train=train, test=test, method="masked", windows=windows)
+        # a test frame sits between training frames: its position on their trajectory, fractional
+        positions = [float(np.interp(i, trained, range(len(trained)))) for i in tested] if trained else []
+        for i, window in zip(
+            tested, masked_windows(width, height, positions, start=start, speed=speed), strict=True
+        ):
+            test_windows[i] = window
+    return Split(train=train, test=test, method="masked", windows=windows, test_windows=test_windows)

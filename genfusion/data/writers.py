@@ -9,35 +9,21 @@ write never leaves a half-written model.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
-import tempfile
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from genfusion.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 from genfusion.data.colmap import MODEL_IDS
 from genfusion.data.geometry import opencv_to_opengl, rotmat_to_qvec
 from genfusion.data.images import load_image_uint8
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def colmap_camera_params(camera: Camera) -> tuple[str, np.ndarray]:
@@ -122,9 +108,9 @@ def write_colmap_text(scene: Scene, model_dir: Path | str) -> Path:
         ]
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    _atomic_write(model_dir / "cameras.txt", cams)
-    _atomic_write(model_dir / "images.txt", imgs)
-    _atomic_write(model_dir / "points3D.txt", pts)
+    for name, write in (("cameras.txt", cams), ("images.txt", imgs), ("points3D.txt", pts)):
+        with atomic_path(model_dir / name) as tmp:
+            write(tmp)
     return model_dir
 
 
@@ -155,9 +141,9 @@ def write_colmap_binary(scene: Scene, model_dir: Path | str) -> Path:
             for i, (p, c) in enumerate(zip(xyz, rgb, strict=True)):
                 fid.write(struct.pack("<QdddBBBdQ", i + 1, *p, *c, -1.0, 0))
 
-    _atomic_write(model_dir / "cameras.bin", cams)
-    _atomic_write(model_dir / "images.bin", imgs)
-    _atomic_write(model_dir / "points3D.bin", pts)
+    for name, write in (("cameras.bin", cams), ("images.bin", imgs), ("points3D.bin", pts)):
+        with atomic_path(model_dir / name) as tmp:
+            write(tmp)
     return model_dir
 
 
@@ -210,9 +196,10 @@ def write_transforms(scene: Scene, json_path: Path | str, *, image_dir: Path | N
     meta["frames"] = frames
     if scene.has_points:
         ply_path = json_path.parent / "sparse_pc.ply"
-        _atomic_write(ply_path, lambda tmp: _write_ply(scene, tmp))
+        with atomic_path(ply_path) as tmp:
+            _write_ply(scene, tmp)
         meta["ply_file_path"] = ply_path.name
-    _atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8"))
+    write_json_atomic(json_path, meta)
     return json_path
 
 
@@ -239,14 +226,10 @@ def export_images(
     for i, camera in enumerate(scene.cameras):
         rgb = load_image_uint8(camera)
         target = out_dir / (Path(camera.image_path).stem + ext)
-
-        def write(tmp: Path, rgb: np.ndarray = rgb) -> None:
-            ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            if not ok:
-                raise GenFusionError(f"cannot encode images as {ext}.", hint="Use .png or .jpg.")
-            tmp.write_bytes(data.tobytes())
-
-        _atomic_write(target, write)
+        ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise GenFusionError(f"cannot encode images as {ext}.", hint="Use .png or .jpg.")
+        write_bytes_atomic(target, data.tobytes())
         cameras.append(
             replace(camera, image_path=target, source_K=None, source_distortion=None, cache_dir=None)
         )

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genfusion.atomic import atomic_path
 from genfusion.data.types import Camera
+from genfusion.device import resolve_device
 from genfusion.errors import GenFusionError
-from genfusion.export.atomic import atomic_path
 from genfusion.export.camera_path import even_size, resize_camera
-from genfusion.export.splats import resolve_device, sh_degree_of
+from genfusion.export.splats import sh_degree_of
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
+from genfusion.splat.cameras import camera_tensors
 
 MESH_SUFFIXES = (".ply", ".glb", ".obj")
 _BYTES_PER_VOXEL = 24  # tsdf, weight, colour (3), colour weight: float32 each
@@ -249,8 +251,7 @@ def fuse_tsdf(
             if (width, height) != (camera.width, camera.height)
             else camera
         )
-        viewmat = torch.from_numpy(view.worldtocam).float().to(device)[None]
-        K = torch.from_numpy(view.K).float().to(device)[None]
+        viewmat, K = camera_tensors([view], device)
         with torch.no_grad():
             out = render_splats(params, viewmat, K, width, height, sh_degree=degree, mode=method)
         alpha = out.alpha[0, ..., 0]

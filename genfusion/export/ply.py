@@ -30,8 +30,8 @@ import torch
 from plyfile import PlyData, PlyElement
 from torch import Tensor
 
+from genfusion.atomic import atomic_path
 from genfusion.errors import GenFusionError
-from genfusion.export.atomic import atomic_path
 from genfusion.export.splats import ExportSplats, prepare_splats, surfel_normals
 
 _COMMENT = re.compile(r"genfusion method=(?P<method>\w+) sh_degree=(?P<sh>\d+)")

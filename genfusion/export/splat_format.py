@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genfusion.atomic import write_bytes_atomic
 from genfusion.errors import GenFusionError
-from genfusion.export.atomic import write_bytes_atomic
 from genfusion.export.splats import ExportSplats, prepare_splats
+from genfusion.splat.sh import rgb_to_sh, sh_to_rgb
 
-SH_C0 = 0.28209479177387814  # degree-0 real spherical harmonic: colour = 0.5 + SH_C0 * f_dc
 SPLAT_DTYPE = np.dtype(
     [("position", "<f4", (3,)), ("scale", "<f4", (3,)), ("rgba", "u1", (4,)), ("rotation", "u1", (4,))]
 )
@@ -37,7 +37,7 @@ def splat_bytes(splats: ExportSplats) -> bytes:
     """Serialise validated splats to ``.splat`` bytes (sorted, 32 bytes each)."""
     importance = torch.exp(splats.scales.double().sum(dim=1)) * torch.sigmoid(splats.opacities.double())
     order = torch.argsort(-importance, stable=True)
-    colour = 0.5 + SH_C0 * splats.sh0[:, 0, :].double()
+    colour = sh_to_rgb(splats.sh0[:, 0, :].double())
     rgba = torch.cat([colour, torch.sigmoid(splats.opacities.double())[:, None]], dim=1) * 255.0
     rotation = torch.nn.functional.normalize(splats.quats.double(), dim=1) * 128.0 + 128.0
     records = np.empty(splats.num, dtype=SPLAT_DTYPE)
@@ -72,6 +72,6 @@ def read_splat(path: str | Path) -> dict[str, Tensor]:
         "scales": torch.log(torch.from_numpy(records["scale"].copy())),
         "quats": (torch.from_numpy(records["rotation"].astype(np.float32)) - 128.0) / 128.0,
         "opacities": torch.log(alpha / (1 - alpha)),
-        "sh0": ((rgba[:, :3] - 0.5) / SH_C0)[:, None, :],
+        "sh0": rgb_to_sh(rgba[:, :3])[:, None, :],
         "shN": torch.zeros(len(records), 0, 3),
     }

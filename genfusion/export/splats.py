@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from genfusion.errors import GenFusionError
+from genfusion.splat.projection import quat_to_rotmat
 
 SURFEL_THICKNESS_RATIO = 1e-3  # flat axis of an exported surfel, relative to its smaller axis
 SURFEL_THICKNESS_FLOOR = 1e-7  # absolute lower bound on that thickness (scene units)
@@ -56,19 +57,6 @@ class ExportSplats:
             "means": self.means, "quats": self.quats, "scales": self.scales,
             "opacities": self.opacities, "sh0": self.sh0, "shN": self.shN,
         }  # fmt: skip
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """wxyz quaternions (any norm) [N, 4] -> rotation matrices [N, 3, 3]."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)  # fmt: skip
 
 
 def surfel_normals(quats: Tensor) -> Tensor:
@@ -142,12 +130,3 @@ def sh_degree_of(splats: Mapping[str, Tensor]) -> int:
     """The SH degree a splats mapping stores (from the row count of ``shN``; 0 without it)."""
     rest = splats["shN"].shape[1] if "shN" in splats else 0
     return math.isqrt(rest + 1) - 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GenFusionError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
-    return torch.device(name)

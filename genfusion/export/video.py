@@ -11,12 +11,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genfusion.atomic import atomic_path
 from genfusion.data.types import Camera
+from genfusion.device import resolve_device
 from genfusion.errors import GenFusionError
-from genfusion.export.atomic import atomic_path
 from genfusion.export.camera_path import even_size, interpolate_cameras, resize_camera
-from genfusion.export.splats import resolve_device, sh_degree_of
+from genfusion.export.splats import sh_degree_of
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
+from genfusion.splat.cameras import camera_tensors
 
 
 @dataclass
@@ -58,8 +60,7 @@ def render_frames(
     degree = sh_degree_of(params) if sh_degree is None else sh_degree
     bg = torch.tensor(background, dtype=torch.float32, device=target)
     for index, camera in enumerate(cameras):
-        viewmat = torch.from_numpy(camera.worldtocam).float().to(target)[None]
-        K = torch.from_numpy(camera.K).float().to(target)[None]
+        viewmat, K = camera_tensors([camera], target)
         with torch.no_grad():
             out = render_splats(
                 params, viewmat, K, camera.width, camera.height, sh_degree=degree, mode=method, background=bg

@@ -14,8 +14,6 @@ validated and dropped (the top-level diffusion schedule buffers). Anything else 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 
+from genfusion.atomic import atomic_directory
 from genfusion.errors import GenFusionError
 from genfusion.generation.convert_keys import clip_in_proj_keys, clip_visual_keys, resampler_key, unet_key
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
@@ -381,11 +380,8 @@ def write_converted(
             path=out_dir,
             hint="Choose another --out or pass --overwrite.",
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     steps = list(result.components) + ["scheduler"]
-    try:
+    with atomic_directory(out_dir) as tmp:  # replaces an --overwrite'd folder only once complete
         for i, name in enumerate(steps):
             emit(progress, ProgressEvent("convert", i, len(steps), f"writing {name}"))
             if name == "scheduler":
@@ -398,15 +394,6 @@ def write_converted(
         report = {"source": source, "consumed": result.consumed, "skipped": result.skipped}
         report["schedule_buffers_validated"] = sorted(result.schedule)
         (tmp / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     emit(progress, ProgressEvent("convert", len(steps), len(steps), f"wrote {out_dir}"))
     return out_dir
 

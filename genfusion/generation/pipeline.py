@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from genfusion.device import resolve_device
 from genfusion.errors import GenFusionError
 from genfusion.generation.depth import (
     align_depth,
@@ -448,7 +449,7 @@ class DiffusionRepairer:
         dtype: torch.dtype | None = None,
         call_options: dict | None = None,
     ) -> DiffusionRepairer:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(device or "auto")
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         pipeline = GenFusionRepairPipeline.from_pretrained(str(folder), torch_dtype=dtype)

@@ -25,13 +25,13 @@ interrupted save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from genfusion.atomic import atomic_path
 from genfusion.errors import GenFusionError
 from genfusion.splat.config import ReconstructConfig
 from genfusion.splat.gaussians import PARAMETER_NAMES
@@ -85,16 +85,9 @@ def checkpoint_dict(
 
 def save_checkpoint(path: str | Path, contents: dict[str, Any]) -> Path:
     """Write ``contents`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(contents, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, *, expected_method: str | None = None) -> dict[str, Any]:

@@ -25,6 +25,13 @@ from genfusion.splat.config import ReconstructConfig, Schedule
 DEFAULT_PRUNE_OPACITY = {"2dgs": 0.05, "3dgs": 0.005}
 
 
+def prune_opacity_of(config: ReconstructConfig) -> float:
+    """The opacity below which Gaussians are pruned (the method's default unless set)."""
+    if config.prune_opacity is None:
+        return DEFAULT_PRUNE_OPACITY[config.method]
+    return config.prune_opacity
+
+
 def build_strategy(config: ReconstructConfig, schedule: Schedule, device: torch.device) -> Strategy:
     """The densification strategy of a run."""
     if config.densification == "mcmc":
@@ -34,13 +41,14 @@ def build_strategy(config: ReconstructConfig, schedule: Schedule, device: torch.
             refine_stop_iter=max(schedule.refine_stop, schedule.refine_start + 1),
             refine_every=schedule.refine_every,
         )
-    prune_opa = config.prune_opacity or DEFAULT_PRUNE_OPACITY[config.method]
+    prune_opa = prune_opacity_of(config)
     return DefaultStrategy(
         prune_opa=prune_opa,
         grow_grad2d=config.grow_grad2d,
         grow_scale3d=config.grow_scale3d,
         prune_scale3d=config.prune_scale3d,
-        refine_start_iter=schedule.refine_start,
+        # gsplat refines at steps strictly after refine_start_iter; ours names the first refinement
+        refine_start_iter=schedule.refine_start - 1,
         refine_stop_iter=schedule.refine_stop,
         reset_every=schedule.reset_every,
         refine_every=schedule.refine_every,

@@ -26,20 +26,9 @@ import torch
 from scipy.spatial import cKDTree
 
 from genfusion.data.types import Scene
+from genfusion.splat.sh import rgb_to_sh
 
-# Constant of the degree-0 real spherical harmonic: colour = SH_C0 * sh0 + 0.5.
-SH_C0 = 0.28209479177387814
 PARAMETER_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
-
-
-def rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:
-    """Base colour in [0, 1] -> degree-0 SH coefficient."""
-    return (rgb - 0.5) / SH_C0
-
-
-def sh_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_sh`."""
-    return sh0 * SH_C0 + 0.5
 
 
 def scene_scale_of(scene: Scene) -> float:

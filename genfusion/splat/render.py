@@ -97,7 +97,9 @@ def _view_colors(means: Tensor, colors: Tensor, viewmats: Tensor, sh_degree: int
     return torch.clamp_min(spherical_harmonics(sh_degree, dirs, coeffs) + 0.5, 0.0)
 
 
-def _resolve_backend(backend: Backend, device: torch.device) -> str:
+def resolve_backend(backend: Backend, device: torch.device) -> str:
+    """The rasteriser :func:`render` runs for ``backend`` on tensors of ``device`` (what ``auto``
+    becomes); a backend the device cannot run is a ``ValueError``."""
     if backend == "auto":
         return "gsplat" if device.type == "cuda" else "torch"
     if backend == "gsplat" and device.type != "cuda":
@@ -143,7 +145,7 @@ def render(
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree)
     if mode not in ("2dgs", "3dgs"):
         raise ValueError(f"mode must be '2dgs' or '3dgs', got {mode!r}")
-    chosen = _resolve_backend(backend, means.device)
+    chosen = resolve_backend(backend, means.device)
     n_cameras = viewmats.shape[0]
     if chosen == "gsplat":
         from genfusion.splat.gsplat_backend import render_gsplat

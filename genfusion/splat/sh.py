@@ -10,7 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-SH_C0 = 0.2820947917738781
+# The degree-0 real spherical harmonic, 1 / (2 sqrt(pi)), correctly rounded (gsplat's literal
+# 0.2820947917738781 is one double ulp below it; both are the same float32). The one copy in the
+# package: training, rendering and every export convert colours with it.
+SH_C0 = 0.28209479177387814
 
 
 def num_sh_bases(degree: int) -> int:
@@ -73,11 +76,12 @@ def spherical_harmonics(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
     return (bases[..., None] * coeffs[..., :n_bases, :]).sum(dim=-2)
 
 
-def rgb_to_sh0(rgb: Tensor) -> Tensor:
-    """DC coefficient that renders as ``rgb`` (inverse of SH_C0 * c + 0.5)."""
+def rgb_to_sh(rgb: Tensor) -> Tensor:
+    """Base colour in [0, 1] -> the degree-0 coefficient that renders as it: ``(rgb - 0.5) / SH_C0``."""
     return (rgb - 0.5) / SH_C0
 
 
-def sh0_to_rgb(sh0: Tensor) -> Tensor:
-    """Colour rendered by a DC coefficient alone."""
+def sh_to_rgb(sh0: Tensor) -> Tensor:
+    """The colour a degree-0 coefficient renders as on its own: ``SH_C0 * sh0 + 0.5`` (inverse of
+    :func:`rgb_to_sh`; not clamped)."""
     return sh0 * SH_C0 + 0.5

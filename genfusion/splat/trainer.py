@@ -1,12 +1,21 @@
-"""The reconstruction loop: Gaussians fitted to posed photos (2DGS or 3DGS).
+"""The reconstruction loop: Gaussians fitted to posed photos (2DGS or 3DGS), and to generated
+views when a fusion loop adds them.
 
-One step = render one training view (a fresh random permutation of the views every epoch), the
-3DGS colour loss plus the 2DGS regularisers, Adam on every parameter, gsplat's densification
-strategy around the backward pass, and the SH-degree ramp. ``Trainer`` owns that state; it never
-writes files except the checkpoint it is asked to save (the CLI writes everything else).
+One step = render one real training view (a fresh random permutation of the views every epoch)
+with the 3DGS colour loss plus the 2DGS regularisers; when generated views are present and their
+weight (:class:`~genfusion.splat.supervision.GeneratedWeight`) is above zero at this step, also
+one generated view, with its per-pixel weights and depth target; then Adam on every parameter,
+gsplat's densification strategy around the backward pass (statistics from real views only unless
+``densify_on_generated``), and the SH-degree ramp. Every loss term is reported by name.
 
-NaN or inf in the loss or the parameters stops the run with a :class:`TrainingDiverged` error
-that names the last good checkpoint, which is left untouched.
+``Trainer`` owns that state; it never writes files except the checkpoint it is asked to save
+(:mod:`genfusion.splat.run` writes the run folder). The checkpoint holds the generated views too,
+so resuming after they were added is exact.
+
+Errors: NaN or inf in the loss or the parameters stops the run with :class:`TrainingDiverged`,
+naming the last good checkpoint, which is left untouched. ``stop_check()`` returning True raises
+:class:`~genfusion.errors.Cancelled` (the project's one cancellation exception); the trainer is
+then at its last completed step and may still be evaluated or saved.
 """
 
 from __future__ import annotations
@@ -19,13 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from genfusion.data.types import Scene
-from genfusion.errors import GenFusionError
+from genfusion.data.types import Camera, Scene
+from genfusion.device import resolve_device
+from genfusion.errors import Cancelled, GenFusionError
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
 from genfusion.splat import checkpoint as ckpt
+from genfusion.splat.cameras import camera_tensors
 from genfusion.splat.config import ReconstructConfig, Schedule, schedule_for
-from genfusion.splat.data_loader import Views, make_views, split_indices, view_order
-from genfusion.splat.densify import build_strategy, enforce_cap, reset_opacities
+from genfusion.splat.data_loader import Views, resolve_split, split_views, view_order
+from genfusion.splat.densify import build_strategy, enforce_cap, prune_opacity_of, reset_opacities
+from genfusion.splat.evaluation import Evaluation, ViewMetrics, evaluate_views
 from genfusion.splat.gaussians import (
     active_sh_degree,
     create_optimizers,
@@ -37,24 +49,30 @@ from genfusion.splat.gaussians import (
 )
 from genfusion.splat.losses import (
     distortion_loss,
+    dssim_loss,
+    invariant_depth_loss,
+    l1_loss,
+    metric_depth_loss,
     normal_consistency_loss,
-    photometric_loss,
     psnr_of_mse,
+    weighted_photometric_terms,
 )
 from genfusion.splat.memory import check_training_memory
+from genfusion.splat.render import RenderOutput
+from genfusion.splat.supervision import GeneratedView, GeneratedViews, GeneratedWeight
+
+__all__ = [
+    "Evaluation",
+    "StepStats",
+    "Trainer",
+    "TrainingDiverged",
+    "ViewMetrics",
+    "resolve_device",
+]
 
 
 class TrainingDiverged(GenFusionError):
     """NaN/inf appeared during training; the last good checkpoint was kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GenFusionError("--device cuda was asked for but this machine has no CUDA GPU; use --device cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -63,42 +81,18 @@ class StepStats:
 
     step: int  # the step just completed (1-based count of steps done)
     loss: float  # total loss
-    psnr: float  # PSNR of the training view rendered in this step
+    psnr: float  # PSNR of the real training view rendered in this step
     num_gaussians: int  # Gaussians after densification
     sh_degree: int  # SH degree used for this step
-
-
-@dataclass
-class ViewMetrics:
-    """Metrics of one test view."""
-
-    name: str  # camera name
-    psnr: float  # dB
-    ssim: float  # 11x11 Gaussian window
-    lpips: float | None  # LPIPS-VGG, None when the backbone weights are absent
-
-
-@dataclass
-class Evaluation:
-    """Test-view metrics and renders at the end of a run."""
-
-    views: list[ViewMetrics]  # per test view
-    renders: list[np.ndarray] = field(default_factory=list)  # [H, W, 3] float32, same order
-    targets: list[np.ndarray] = field(default_factory=list)  # ground truth, same order
-    lpips_note: str = ""  # why LPIPS is None, when it is
-
-    def mean(self, key: str) -> float | None:
-        values = [getattr(v, key) for v in self.views]
-        if not values or any(v is None for v in values):
-            return None
-        return float(np.mean(values))
+    terms: dict[str, float] = field(default_factory=dict)  # each loss term's share of ``loss``
+    generated_view: str | None = None  # the generated view trained in this step, if any
 
 
 class Trainer:
     """Stateful 2DGS/3DGS optimisation of one scene.
 
-    ``images`` (optional, one [H, W, 3] array per camera of ``scene``) skips reading the photos,
-    which tests use for synthetic scenes.
+    ``images`` (optional, one full-frame [H, W, 3] array per camera of ``scene``) skips reading
+    the photos, which tests use for synthetic scenes.
     """
 
     def __init__(
@@ -129,9 +123,8 @@ class Trainer:
                 "use --densification default on CPU"
             )
 
-        self.train_ids, self.test_ids = split_indices(scene, config.split)
-        train_cams = [scene.cameras[i] for i in self.train_ids]
-        test_cams = [scene.cameras[i] for i in self.test_ids]
+        self.split = resolve_split(scene, config.split)
+        self.train_ids, self.test_ids = list(self.split.train), list(self.split.test)
         self.scene_scale = scene_scale_of(scene.subset(self.train_ids))
 
         torch.manual_seed(config.seed)
@@ -146,19 +139,17 @@ class Trainer:
         # refuse before decoding images or allocating Gaussians
         check_training_memory(
             num_gaussians=max(len(points), 1),
-            cameras=train_cams + test_cams,
+            cameras=self.split.train_cameras(scene) + self.split.test_cameras(scene),
             method=config.method,
             device=self.device,
             limit_gb=config.memory_limit_gb,
             max_gaussians=config.max_gaussians,
             downscale=config.downscale,
         )
-        self.train_views: Views = make_views(
-            train_cams, self.device, [images[i] for i in self.train_ids] if images is not None else None
-        )
-        self.test_views: Views = make_views(
-            test_cams, self.device, [images[i] for i in self.test_ids] if images is not None else None
-        )
+        self.train_views: Views
+        self.test_views: Views
+        self.train_views, self.test_views = split_views(scene, self.split, self.device, images)
+        self.generated = GeneratedViews()
 
         self.splats = create_splats(
             points,
@@ -197,6 +188,7 @@ class Trainer:
             scene=self.scene_info,
         )
         contents["elapsed"] = float(self.elapsed)
+        contents["generated"] = self.generated.to_state()
         return contents
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
@@ -233,20 +225,56 @@ class Trainer:
             self.strategy_state[key] = value.to(self.device) if isinstance(value, torch.Tensor) else value
         if "rng" in contents and "torch" in contents["rng"]:
             torch.set_rng_state(contents["rng"]["torch"])
+        self.generated.load_state(contents.get("generated", {}), self.device)
         self.step = int(contents["step"])
         self.elapsed = float(contents.get("elapsed", 0.0))
         self.last_good_checkpoint_step = self.step
 
-    # ------------------------------------------------------------------ one step
+    # ------------------------------------------------------------------ generated views
 
-    def _render(self, views: Views, index: int, sh_degree: int, background: torch.Tensor):
+    def add_generated_views(
+        self,
+        views: list[GeneratedView],
+        *,
+        replace_all: bool = False,
+        weight: GeneratedWeight | None = None,
+    ) -> None:
+        """Supervise with ``views`` from the next step on (same name = replaced; ``replace_all``
+        drops every earlier generated view, as a new fusion round does). ``weight`` sets how much
+        generated views count from now on (default: keep the current weight, initially 1)."""
+        moved = [
+            GeneratedView(
+                name=v.name,
+                viewmat=v.viewmat.to(self.device, torch.float32),
+                K=v.K.to(self.device, torch.float32),
+                image=v.image.to(self.device, torch.float32),
+                depth=None if v.depth is None else v.depth.to(self.device, torch.float32),
+                weight=None if v.weight is None else v.weight.to(self.device, torch.float32),
+                depth_mode=v.depth_mode,
+            )
+            for v in views
+        ]
+        self.generated.add(moved, replace_all=replace_all)
+        if weight is not None:
+            self.generated.weight = weight
+
+    # ------------------------------------------------------------------ rendering
+
+    def _render_matrices(
+        self,
+        viewmat: torch.Tensor,
+        K: torch.Tensor,
+        width: int,
+        height: int,
+        sh_degree: int | None,
+        background: torch.Tensor,
+    ) -> RenderOutput:
         from genfusion.splat.render import render_splats
 
-        width, height = views.sizes[index]
         return render_splats(
             self.splats,
-            views.viewmats[index : index + 1],
-            views.Ks[index : index + 1],
+            viewmat[None],
+            K[None],
             width,
             height,
             sh_degree=sh_degree,
@@ -257,15 +285,62 @@ class Trainer:
             far_plane=self.config.far_plane,
         )
 
+    def _render(self, views: Views, index: int, sh_degree: int, background: torch.Tensor) -> RenderOutput:
+        width, height = views.sizes[index]
+        return self._render_matrices(
+            views.viewmats[index], views.Ks[index], width, height, sh_degree, background
+        )
+
+    @torch.no_grad()
+    def render(self, camera: Camera, *, sh_degree: int | None = None) -> RenderOutput:
+        """Render any camera from the current splats (no gradients), at the full SH degree unless
+        ``sh_degree`` says otherwise, on the run's background colour."""
+        viewmats, Ks = camera_tensors([camera], self.device)
+        degree = self.config.sh_degree if sh_degree is None else sh_degree
+        return self._render_matrices(viewmats[0], Ks[0], camera.width, camera.height, degree, self.background)
+
     def _step_background(self) -> torch.Tensor:
         if not self.config.random_background:
             return self.background
         generator = torch.Generator().manual_seed(self.config.seed * 7_919 + self.step)
         return torch.rand(3, generator=generator).to(self.device)
 
+    # ------------------------------------------------------------------ one step
+
+    def _regularisers(self, out: RenderOutput, step: int) -> dict[str, torch.Tensor]:
+        cfg, schedule, terms = self.config, self.schedule, {}
+        if cfg.method == "2dgs":
+            if cfg.normal_lambda > 0 and step >= schedule.normal_start and out.normals is not None:
+                terms["normal"] = cfg.normal_lambda * normal_consistency_loss(
+                    out.normals, out.surf_normals, out.alpha
+                )
+            if cfg.distortion_lambda > 0 and step >= schedule.distortion_start and out.distortion is not None:
+                terms["distortion"] = cfg.distortion_lambda * distortion_loss(out.distortion, out.depth)
+        return terms
+
+    def _generated_terms(
+        self, view: GeneratedView, weight: float, sh_degree: int, background: torch.Tensor, step: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Loss terms of one generated view, already multiplied by ``weight``, and its render meta."""
+        cfg = self.config
+        out = self._render_matrices(view.viewmat, view.K, view.width, view.height, sh_degree, background)
+        l1, dssim = weighted_photometric_terms(out.rgb[0], view.image, view.weight)
+        terms = {
+            "generated_l1": weight * (1.0 - cfg.generated_dssim) * l1,
+            "generated_dssim": weight * cfg.generated_dssim * dssim,
+        }
+        if view.depth is not None and cfg.depth_lambda > 0:
+            depth_fn = invariant_depth_loss if view.depth_mode == "invariant" else metric_depth_loss
+            depth = depth_fn(out.depth[0, ..., 0], view.depth, view.weight)
+            terms["generated_depth"] = weight * cfg.depth_lambda * depth
+        if cfg.generated_regularisers:
+            terms.update({f"generated_{k}": weight * v for k, v in self._regularisers(out, step).items()})
+        return terms, out.meta
+
     def train_step(self) -> StepStats:
-        """One optimisation step on one training view."""
-        cfg, schedule, step = self.config, self.schedule, self.step
+        """One optimisation step on one real training view (plus one generated view when any
+        are present and weigh something at this step)."""
+        cfg, step = self.config, self.step
         for name, optimizer in self.optimizers.items():
             if name == "means":
                 optimizer.param_groups[0]["lr"] = means_lr_at(
@@ -273,30 +348,47 @@ class Trainer:
                 )
         index = view_order(len(self.train_views), step, cfg.seed)
         target = self.train_views.images[index][None]
-        sh_degree = active_sh_degree(step, cfg.sh_degree, cfg.sh_degree_interval)
-        out = self._render(self.train_views, index, sh_degree, self._step_background())
+        sh_degree = active_sh_degree(step, cfg.sh_degree, self.schedule.sh_degree_interval)
+        background = self._step_background()
+        out = self._render(self.train_views, index, sh_degree, background)
         meta = out.meta
         meta.setdefault("gaussian_ids", None)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, meta)
 
-        loss = photometric_loss(out.rgb, target, cfg.lambda_dssim)
-        if cfg.method == "2dgs":
-            if cfg.normal_lambda > 0 and step >= schedule.normal_start and out.normals is not None:
-                loss = loss + cfg.normal_lambda * normal_consistency_loss(
-                    out.normals, out.surf_normals, out.alpha
-                )
-            if cfg.distortion_lambda > 0 and step >= schedule.distortion_start and out.distortion is not None:
-                loss = loss + cfg.distortion_lambda * distortion_loss(out.distortion, out.depth)
+        terms: dict[str, torch.Tensor] = {"l1": (1.0 - cfg.lambda_dssim) * l1_loss(out.rgb, target)}
+        if cfg.lambda_dssim > 0:
+            terms["dssim"] = cfg.lambda_dssim * dssim_loss(out.rgb, target)
+        terms.update(self._regularisers(out, step))
         if cfg.densification == "mcmc":  # gsplat's MCMC regularisers keep the budget usable
-            loss = loss + 0.01 * torch.sigmoid(self.splats["opacities"]).mean()
-            loss = loss + 0.01 * torch.exp(self.splats["scales"]).mean()
+            terms["mcmc_opacity"] = 0.01 * torch.sigmoid(self.splats["opacities"]).mean()
+            terms["mcmc_scale"] = 0.01 * torch.exp(self.splats["scales"]).mean()
+
+        generated_weight = self.generated.weight.at(step) if len(self.generated) else 0.0
+        generated = self.generated.pick(step, cfg.seed) if generated_weight > 0 else None
+        generated_meta = None
+        if generated is not None:
+            generated_terms, generated_meta = self._generated_terms(
+                generated, generated_weight, sh_degree, background, step
+            )
+            terms.update(generated_terms)
+            if cfg.densify_on_generated and cfg.densification == "default":
+                generated_meta.setdefault("gaussian_ids", None)
+                self.strategy.step_pre_backward(
+                    self.splats, self.optimizers, self.strategy_state, step, generated_meta
+                )
+
+        loss = torch.stack(list(terms.values())).sum()
         if not torch.isfinite(loss):
-            raise self._diverged(f"the loss became {loss.item()} at step {step + 1}")
+            bad = [name for name, value in terms.items() if not torch.isfinite(value)]
+            raise self._diverged(f"the loss became {loss.item()} at step {step + 1} (terms {bad})")
         loss.backward()
 
         for optimizer in self.optimizers.values():
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        if generated_meta is not None and cfg.densify_on_generated and cfg.densification == "default":
+            if step < self.schedule.refine_stop:  # the generated view's gradients join the statistics
+                self.strategy._update_state(self.splats, self.strategy_state, generated_meta, packed=False)
         # densify after the Adam step, as gsplat's trainers do with the gradients just used
         self._densify(step, meta)
         self.step = step + 1
@@ -308,6 +400,8 @@ class Trainer:
             psnr=psnr_of_mse(mse),
             num_gaussians=self.num_gaussians,
             sh_degree=sh_degree,
+            terms={name: float(value.detach()) for name, value in terms.items()},
+            generated_view=None if generated is None else generated.name,
         )
 
     def _densify(self, step: int, meta: dict[str, Any]) -> None:
@@ -319,8 +413,8 @@ class Trainer:
             )
             return
         self.strategy.step_post_backward(self.splats, self.optimizers, self.strategy_state, step, meta)
-        if 0 < step < schedule.refine_stop and step % schedule.reset_every == 0:
-            reset_opacities(self.splats, self.optimizers, self.strategy_state, self.strategy.prune_opa * 2.0)
+        if step in schedule.reset_steps:
+            reset_opacities(self.splats, self.optimizers, self.strategy_state, prune_opacity_of(cfg) * 2.0)
         enforce_cap(self.splats, self.optimizers, self.strategy_state, cfg.max_gaussians)
         if self.num_gaussians == 0:
             raise self._diverged(f"every Gaussian was pruned by step {step + 1}")
@@ -346,38 +440,59 @@ class Trainer:
     # ------------------------------------------------------------------ loops
 
     def train(self, until: int | None = None, *, stop_check=None) -> StepStats | None:
-        """Run steps until ``until`` (default: ``config.iterations``), emitting progress every
-        ``log_every`` steps and saving the checkpoint every ``checkpoint_every`` steps (when a
-        checkpoint path was given). ``stop_check()`` returning True stops early (cancel)."""
+        """Run steps until ``until`` (default: ``config.iterations``; larger values extend the
+        run: the position learning rate stays at its final value and no densification happens
+        past the schedule), emitting progress every ``log_every`` steps and saving the checkpoint
+        every ``checkpoint_every`` steps (when a checkpoint path was given).
+
+        ``stop_check()`` returning True raises :class:`~genfusion.errors.Cancelled` between two
+        steps; the trainer keeps its last completed step.
+        """
         cfg = self.config
-        until = cfg.iterations if until is None else min(until, cfg.iterations)
+        until = cfg.iterations if until is None else int(until)
+        if until < self.step:
+            raise GenFusionError(
+                f"train(until={until}) is below the current step {self.step}; a run cannot go back. "
+                f"Give until >= {self.step} (e.g. {self.step + cfg.log_every})"
+            )
         last: StepStats | None = None
         losses: list[float] = []
+        term_sums: dict[str, float] = {}
         start = time.perf_counter() - self.elapsed
         while self.step < until:
             if stop_check is not None and stop_check():
-                break
+                raise Cancelled(
+                    f"training was cancelled at step {self.step} of {until}",
+                    step=self.step,
+                    hint="The trainer keeps that step: save or evaluate it, or call train() again.",
+                )
             last = self.train_step()
             losses.append(last.loss)
+            for name, value in last.terms.items():
+                term_sums[name] = term_sums.get(name, 0.0) + value
             self.elapsed = time.perf_counter() - start
             if last.step % cfg.log_every == 0 or last.step == until:
                 self._check_finite_parameters()
+                metrics = {
+                    "loss": float(np.mean(losses)),
+                    "psnr": last.psnr,
+                    "num_gaussians": float(last.num_gaussians),
+                    "sh_degree": float(last.sh_degree),
+                    "num_generated_views": float(len(self.generated)),
+                }
+                metrics.update({f"loss_{k}": v / len(losses) for k, v in term_sums.items()})
                 emit(
                     self.progress,
                     ProgressEvent(
                         stage="reconstruct",
                         step=last.step,
-                        total=cfg.iterations,
+                        total=max(until, cfg.iterations),
                         message=f"{cfg.method} step {last.step}",
-                        metrics={
-                            "loss": float(np.mean(losses)),
-                            "psnr": last.psnr,
-                            "num_gaussians": float(last.num_gaussians),
-                            "sh_degree": float(last.sh_degree),
-                        },
+                        metrics=metrics,
                     ),
                 )
                 losses.clear()
+                term_sums.clear()
             if (
                 self.checkpoint_path is not None
                 and cfg.checkpoint_every > 0
@@ -388,30 +503,13 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, views: Views | None = None, *, keep_renders: bool = True) -> Evaluation:
-        """PSNR / SSIM / LPIPS of every test view (or ``views``) at the full SH degree."""
-        from genfusion.eval import metrics
-
+        """PSNR / SSIM / LPIPS of every test view (or ``views``) at the full SH degree; inside /
+        outside-window PSNR too for the masked protocol's test views."""
         views = self.test_views if views is None else views
-        results: list[ViewMetrics] = []
-        renders: list[np.ndarray] = []
-        targets: list[np.ndarray] = []
-        lpips_note = ""
-        for i in range(len(views)):
-            out = self._render(views, i, self.config.sh_degree, self.background)
-            rgb = out.rgb[0].clamp(0, 1)
-            target = views.images[i]
-            values = metrics.compute_metrics(rgb, target)
-            lpips_note = lpips_note or (values["lpips_note"] or "")
-            results.append(
-                ViewMetrics(
-                    name=views.names[i],
-                    psnr=float(values["psnr"]),
-                    ssim=float(values["ssim"]),
-                    lpips=None if values["lpips"] is None else float(values["lpips"]),
-                )
-            )
-            if keep_renders:
-                renders.append(rgb.cpu().numpy())
-                targets.append(target.cpu().numpy())
+
+        def render_view(views: Views, index: int) -> torch.Tensor:
+            return self._render(views, index, self.config.sh_degree, self.background).rgb[0].clamp(0, 1)
+
+        evaluation = evaluate_views(render_view, views, keep_renders=keep_renders)
         emit(self.progress, ProgressEvent(stage="reconstruct.eval", step=len(views), total=len(views)))
-        return Evaluation(views=results, renders=renders, targets=targets, lpips_note=lpips_note)
+        return evaluation

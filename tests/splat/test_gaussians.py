@@ -18,10 +18,9 @@ from genfusion.splat.gaussians import (
     learning_rates,
     means_lr_at,
     nearest_neighbour_distance,
-    rgb_to_sh,
     scene_scale_of,
-    sh_to_rgb,
 )
+from genfusion.splat.sh import rgb_to_sh, sh_to_rgb
 
 
 def ring_scene(n: int = 6, radius: float = 2.0, near_far: bool = False, points: bool = False) -> Scene:

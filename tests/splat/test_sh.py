@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genfusion.splat.sh import eval_sh_bases, rgb_to_sh0, sh0_to_rgb, spherical_harmonics
+from genfusion.splat.sh import eval_sh_bases, rgb_to_sh, sh_to_rgb, spherical_harmonics
 
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
@@ -32,8 +32,8 @@ def test_basis_is_orthonormal():
 
 def test_degree_zero_and_dc_roundtrip():
     rgb = torch.tensor([[0.2, 0.5, 0.9]])
-    sh0 = rgb_to_sh0(rgb)
-    torch.testing.assert_close(sh0_to_rgb(sh0), rgb)
+    sh0 = rgb_to_sh(rgb)
+    torch.testing.assert_close(sh_to_rgb(sh0), rgb)
     colour = spherical_harmonics(0, torch.tensor([[0.0, 0.0, 1.0]]), sh0[:, None, :]) + 0.5
     torch.testing.assert_close(colour, rgb)
 

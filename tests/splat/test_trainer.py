@@ -57,6 +57,9 @@ def tiny_config(**overrides) -> ReconstructConfig:
         init_random_points=250,
         sh_degree=1,
         sh_degree_interval=20,
+        refine_start=10,  # one refinement, at step 10 (explicit steps are used as given)
+        refine_stop=15,
+        refine_every=10,
         device="cpu",
         log_every=10,
         checkpoint_every=0,
@@ -152,8 +155,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path, monkeypat
 
     import genfusion.splat.trainer as trainer_module
 
-    real = trainer_module.photometric_loss
-    monkeypatch.setattr(trainer_module, "photometric_loss", lambda *a: real(*a) * float("nan"))
+    real = trainer_module.l1_loss
+    monkeypatch.setattr(trainer_module, "l1_loss", lambda *a: real(*a) * float("nan"))
     with pytest.raises(TrainingDiverged, match=r"NaN|nan") as info:
         trainer.train()
     message = str(info.value)
@@ -204,6 +207,9 @@ def test_fern_training_views_psnr(fern_dir):
         init_random_points=1000,
         sh_degree=0,
         max_gaussians=5000,
+        refine_start=None,  # the automatic schedule of a 150-step run
+        refine_stop=None,
+        refine_every=None,
     )
     trainer = Trainer(scene, cfg)
     before = trainer.evaluate(trainer.train_views, keep_renders=False).mean("psnr")
