@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         psnr = metrics["psnr"]
         shown = f"{psnr:.2f} dB" if psnr is not None else "n/a (no test views)"
+        if metrics.get("psnr_inside") is not None:  # masked protocol: where fusion must help
+            shown += f" (inside windows {metrics['psnr_inside']:.2f}, outside {metrics['psnr_outside']:.2f})"
         print(
             f"{out_dir}: {metrics['num_gaussians']} Gaussians, test PSNR {shown}, {metrics['time_s']:.0f} s"
         )

@@ -47,17 +47,9 @@ from genfusion.splat.gaussians import (
     means_lr_at,
     scene_scale_of,
 )
-from genfusion.splat.losses import (
-    distortion_loss,
-    dssim_loss,
-    invariant_depth_loss,
-    l1_loss,
-    metric_depth_loss,
-    normal_consistency_loss,
-    psnr_of_mse,
-    weighted_photometric_terms,
-)
+from genfusion.splat.losses import psnr_of_mse
 from genfusion.splat.memory import check_training_memory
+from genfusion.splat.objective import generated_view_terms, real_view_terms
 from genfusion.splat.render import RenderOutput
 from genfusion.splat.supervision import GeneratedView, GeneratedViews, GeneratedWeight
 
@@ -307,35 +299,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _regularisers(self, out: RenderOutput, step: int) -> dict[str, torch.Tensor]:
-        cfg, schedule, terms = self.config, self.schedule, {}
-        if cfg.method == "2dgs":
-            if cfg.normal_lambda > 0 and step >= schedule.normal_start and out.normals is not None:
-                terms["normal"] = cfg.normal_lambda * normal_consistency_loss(
-                    out.normals, out.surf_normals, out.alpha
-                )
-            if cfg.distortion_lambda > 0 and step >= schedule.distortion_start and out.distortion is not None:
-                terms["distortion"] = cfg.distortion_lambda * distortion_loss(out.distortion, out.depth)
-        return terms
-
     def _generated_terms(
         self, view: GeneratedView, weight: float, sh_degree: int, background: torch.Tensor, step: int
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Loss terms of one generated view, already multiplied by ``weight``, and its render meta."""
-        cfg = self.config
+        """Render one generated view: its weighted loss terms and the render's meta."""
         out = self._render_matrices(view.viewmat, view.K, view.width, view.height, sh_degree, background)
-        l1, dssim = weighted_photometric_terms(out.rgb[0], view.image, view.weight)
-        terms = {
-            "generated_l1": weight * (1.0 - cfg.generated_dssim) * l1,
-            "generated_dssim": weight * cfg.generated_dssim * dssim,
-        }
-        if view.depth is not None and cfg.depth_lambda > 0:
-            depth_fn = invariant_depth_loss if view.depth_mode == "invariant" else metric_depth_loss
-            depth = depth_fn(out.depth[0, ..., 0], view.depth, view.weight)
-            terms["generated_depth"] = weight * cfg.depth_lambda * depth
-        if cfg.generated_regularisers:
-            terms.update({f"generated_{k}": weight * v for k, v in self._regularisers(out, step).items()})
-        return terms, out.meta
+        return generated_view_terms(out, view, weight, self.config, self.schedule, step), out.meta
 
     def train_step(self) -> StepStats:
         """One optimisation step on one real training view (plus one generated view when any
@@ -355,13 +324,7 @@ class Trainer:
         meta.setdefault("gaussian_ids", None)
         self.strategy.step_pre_backward(self.splats, self.optimizers, self.strategy_state, step, meta)
 
-        terms: dict[str, torch.Tensor] = {"l1": (1.0 - cfg.lambda_dssim) * l1_loss(out.rgb, target)}
-        if cfg.lambda_dssim > 0:
-            terms["dssim"] = cfg.lambda_dssim * dssim_loss(out.rgb, target)
-        terms.update(self._regularisers(out, step))
-        if cfg.densification == "mcmc":  # gsplat's MCMC regularisers keep the budget usable
-            terms["mcmc_opacity"] = 0.01 * torch.sigmoid(self.splats["opacities"]).mean()
-            terms["mcmc_scale"] = 0.01 * torch.exp(self.splats["scales"]).mean()
+        terms = real_view_terms(out, target, cfg, self.schedule, step, self.splats)
 
         generated_weight = self.generated.weight.at(step) if len(self.generated) else 0.0
         generated = self.generated.pick(step, cfg.seed) if generated_weight > 0 else None

@@ -83,3 +83,29 @@ def test_resolution_too_big_is_refused_before_writing(fern_dir, tmp_path, capsys
 def test_resume_without_a_run_is_a_clean_error(fern_dir, tmp_path, capsys):
     assert main(["reconstruct", str(fern_dir), "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
     assert "no checkpoint here" in capsys.readouterr().err
+
+
+def test_masked_split_reports_inside_and_outside_psnr(fern_dir, tmp_path, capsys):
+    out = tmp_path / "masked"
+    fast = [a for a in FAST if a != "--quiet"]
+    assert main(["reconstruct", str(fern_dir), "--out", str(out), "--iterations", "20", "--split", "masked2",
+                 *fast]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_train_views"] == 10 and metrics["num_test_views"] == 10  # frames 0, 2, ... train
+    assert metrics["resolution"] == [31, 23]  # training views are the 25%-area windows of 63x47
+    for view in metrics["views"]:
+        assert view["psnr_inside"] is not None and view["psnr_outside"] is not None
+    assert metrics["psnr_inside"] == pytest.approx(np.mean([v["psnr_inside"] for v in metrics["views"]]))
+    shown = capsys.readouterr().out
+    assert f"inside windows {metrics['psnr_inside']:.2f}, outside {metrics['psnr_outside']:.2f}" in shown
+
+
+def test_masked_split_too_small_is_refused_before_writing(fern_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reconstruct", str(fern_dir), "--out", str(out), "--split", "masked2", "--downscale", "512",
+                 "--quiet"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "crops each training photo to half its width and height" in err and "smaller --downscale" in err
+    assert not out.exists()
+    assert main(["reconstruct", str(fern_dir), "--out", str(out), "--split", "masked1", "--quiet"]) == 2
+    assert "needs a number >= 2 for holdout and masked" in capsys.readouterr().err

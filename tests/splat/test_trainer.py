@@ -153,10 +153,10 @@ def test_nan_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path, monkeypat
     trainer.train(until=10)  # checkpoints at 5 and 10
     saved = path.read_bytes()
 
-    import genfusion.splat.trainer as trainer_module
+    import genfusion.splat.objective as objective
 
-    real = trainer_module.l1_loss
-    monkeypatch.setattr(trainer_module, "l1_loss", lambda *a: real(*a) * float("nan"))
+    real = objective.l1_loss
+    monkeypatch.setattr(objective, "l1_loss", lambda *a: real(*a) * float("nan"))
     with pytest.raises(TrainingDiverged, match=r"NaN|nan") as info:
         trainer.train()
     message = str(info.value)
