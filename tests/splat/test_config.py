@@ -1,0 +1,94 @@
+"""The automatic schedule at every length, explicit steps used as given, and the generated flags."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from genfusion.errors import GenFusionError
+from genfusion.splat.config import (
+    ReconstructConfig,
+    add_config_arguments,
+    config_from_args,
+    parse_split,
+    schedule_for,
+)
+from genfusion.splat.gaussians import active_sh_degree
+
+
+def refinements(iterations: int, **overrides) -> list[int]:
+    """The steps at which densification refines (gsplat: step > start - 1, every k, below stop)."""
+    s = schedule_for(ReconstructConfig(iterations=iterations, **overrides))
+    return [t for t in range(s.refine_start, s.refine_stop) if t % s.refine_every == 0]
+
+
+@pytest.mark.parametrize("iterations", [300, 500, 1_000, 2_000, 7_000, 15_000, 30_000])
+def test_automatic_schedule_holds_at_every_length(iterations):
+    s = schedule_for(ReconstructConfig(iterations=iterations))
+    steps = refinements(iterations)
+    # gradient statistics over enough steps: 100 from 1,000 steps on, never under 10 (or 1/10 of a run)
+    assert s.refine_every == (100 if iterations >= 1_000 else max(10, iterations // 10))
+    # a handful of refinements in a short run, never one every few steps
+    assert 2 <= len(steps) <= iterations / s.refine_every
+    assert steps[0] >= min(500, 0.3 * iterations) - 1
+    # at least 30% of any run (15k steps of a long one) is left to optimise what was added last
+    assert steps[-1] < min(0.7 * iterations, 15_000)
+    # every reset is followed by reset_recovery densification steps: none in short runs
+    assert all(r + 1_000 <= s.refine_stop for r in s.reset_steps)
+    if iterations < 4_300:
+        assert s.reset_steps == ()
+    # the SH ramp reaches degree 3 by the middle of the run
+    assert active_sh_degree(iterations // 2, 3, s.sh_degree_interval) == 3
+
+
+def test_reference_run_keeps_the_papers_schedule():
+    s = schedule_for(ReconstructConfig(iterations=30_000))
+    assert (s.refine_start, s.refine_stop, s.refine_every) == (500, 15_000, 100)
+    assert s.reset_steps == (3_000, 6_000, 9_000, 12_000)
+    assert (s.sh_degree_interval, s.normal_start, s.distortion_start) == (1_000, 7_000, 3_000)
+
+
+def test_the_thousand_step_run_of_the_issue():
+    """The calibration that reached 28.15 dB densified at 300..700 without resets, SH ramping."""
+    assert refinements(1_000) == [300, 400, 500, 600]
+    assert schedule_for(ReconstructConfig(iterations=1_000)).reset_steps == ()
+
+
+def test_explicit_steps_are_used_as_given():
+    cfg = ReconstructConfig(
+        iterations=1_000, refine_start=50, refine_stop=900, refine_every=25, reset_every=300,
+        reset_recovery=100, sh_degree_interval=7, normal_start=1, distortion_start=2,
+    )  # fmt: skip
+    s = schedule_for(cfg)
+    assert (s.refine_start, s.refine_stop, s.refine_every, s.sh_degree_interval) == (50, 900, 25, 7)
+    assert s.reset_steps == (300, 600) and (s.normal_start, s.distortion_start) == (1, 2)
+
+
+def test_flags_take_explicit_steps_and_leave_the_rest_automatic():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert "(default: automatic)" in parser.format_help()
+    cfg = config_from_args(parser.parse_args(["--refine-start", "300", "--prune-opacity", "0.01"]))
+    assert cfg.refine_start == 300 and cfg.refine_every is None and cfg.prune_opacity == 0.01
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--refine-every", "often"])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"refine_every": 0}, "--refine-every must be positive, got 0"),
+        ({"refine_start": -5}, "--refine-start must be non-negative, got -5"),
+        ({"prune_opacity": 1.5}, r"--prune-opacity must be in \[0, 1\)"),
+    ],
+)
+def test_bad_schedule_values_are_named(values, message):
+    with pytest.raises(GenFusionError, match=message):
+        ReconstructConfig(**values)
+
+
+def test_masked_splits_parse():
+    assert parse_split("masked2") == ("masked", 2) and parse_split("masked4") == ("masked", 4)
+    with pytest.raises(GenFusionError, match="masked2 / masked4"):
+        parse_split("mask2")
