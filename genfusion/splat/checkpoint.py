@@ -15,6 +15,10 @@ Format (``checkpoint.pt``, written with ``torch.save``, readable with ``weights_
       "config": dict,                      # ReconstructConfig.to_dict()
       "scene": {"path": str, "downscale": int, "format": str},
       "rng": {"torch": ByteTensor},        # global torch RNG (densification noise) for exact resume
+      "elapsed": float,                    # seconds of training so far (Trainer)
+      "generated": {"views": [...], "weight": {...}},  # generated views (image, depth, weight map,
+                                           # viewmat, K; CPU float32) and their GeneratedWeight,
+                                           # so a resume after a fusion round trains on the same pixels
     }
 
 Everything the run needs to continue bit-for-bit is in it: the view order and random backgrounds
