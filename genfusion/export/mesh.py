@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from genfusion.atomic import atomic_path
+from genfusion.data.camera_path import even_size, resize_camera
 from genfusion.data.types import Camera
 from genfusion.device import resolve_device
 from genfusion.errors import GenFusionError
-from genfusion.export.camera_path import even_size, resize_camera
 from genfusion.export.splats import sh_degree_of
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
 from genfusion.splat.cameras import camera_tensors

@@ -33,13 +33,8 @@ from a 300-step preview to the 30,000-step reference run. A step given explicitl
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import re
-import textwrap
-import types
-import typing
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal

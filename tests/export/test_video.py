@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from genfusion.data.camera_path import even_size, resize_camera
 from genfusion.errors import GenFusionError
-from genfusion.export.camera_path import even_size, resize_camera
 from genfusion.export.video import VideoConfig, export_video, write_mp4
 from genfusion.splat.render import render_splats
 
