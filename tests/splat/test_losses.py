@@ -55,3 +55,24 @@ def test_distortion_and_psnr():
     assert ndc == pytest.approx(0.25 * 0.2 * 100 / 99.8 / 4)
     assert psnr_of_mse(0.01) == pytest.approx(20.0)
     assert psnr_of_mse(0.0) == float("inf")
+
+
+def test_invariant_depth_loss_ignores_scale_and_shift_of_the_disparity_target():
+    from genfusion.splat.losses import invariant_depth_loss
+
+    gen = torch.Generator().manual_seed(0)
+    depth = 1.0 + 3.0 * torch.rand(24, 32, generator=gen)
+    # a target whose disparity is an affine map of the rendered one: no loss
+    target = 1.0 / (2.5 / depth + 0.3)
+    assert float(invariant_depth_loss(depth, target)) < 1e-5  # float32 rounding
+    # a target with other structure: a loss, and a gradient that pulls the render towards it
+    other = 1.0 + 3.0 * torch.rand(24, 32, generator=gen)
+    rendered = depth.clone().requires_grad_()
+    loss = invariant_depth_loss(rendered, other)
+    loss.backward()
+    assert float(loss) > 1e-3 and torch.isfinite(rendered.grad).all() and rendered.grad.abs().sum() > 0
+    # pixels without target depth (0) or with zero weight are ignored
+    weight = torch.ones(24, 32)
+    weight[:, :16] = 0
+    mixed = torch.where(weight > 0, target, other)
+    assert float(invariant_depth_loss(depth, mixed, weight)) < 1e-5
