@@ -69,6 +69,31 @@ def render_frames(
         yield out.rgb[0].clamp(0.0, 1.0).cpu().numpy()
 
 
+def render_depth_frames(
+    splats: Mapping[str, Tensor],
+    cameras: list[Camera],
+    *,
+    method: str,
+    device: str = "auto",
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Like :func:`render_frames`, with depth: (rgb [H, W, 3], depth [H, W], alpha [H, W]) per
+    camera, depth 0 where nothing was rendered (what a repairer takes)."""
+    from genfusion.splat.render import render_splats
+
+    target = resolve_device(device)
+    params = {k: v.detach().to(target, torch.float32) for k, v in splats.items()}
+    degree = sh_degree_of(params)
+    for camera in cameras:
+        viewmat, K = camera_tensors([camera], target)
+        with torch.no_grad():
+            out = render_splats(
+                params, viewmat, K, camera.width, camera.height, sh_degree=degree, mode=method
+            )
+        alpha = out.alpha[0, ..., 0]
+        depth = torch.where(alpha > 0, out.depth[0, ..., 0], torch.zeros_like(alpha))
+        yield out.rgb[0].clamp(0, 1).cpu().numpy(), depth.cpu().numpy(), alpha.cpu().numpy()
+
+
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 30.0, quality: int = 8) -> int:
     """Encode HxWx3 frames (float in [0,1] or uint8, even sizes) to an H.264 mp4, atomically.
 

@@ -1,0 +1,123 @@
+"""What a fusion run costs and gains -> benchmarks/results/fusion.json.
+
+CPU (always): ``genfusion fuse assets/demo/fox`` with its defaults (the masked protocol 1/2 at the
+CPU preview budget: 3DGS, 1,500 steps, 68x120, the weight-free repairer unless weights are
+installed) beside the *plain* reconstruction with exactly the same resolved settings and seed
+but no generation rounds (the baseline of the same run). Recorded: wall time of each, the time
+per round split into render / repair / expansion and the training steps between rounds, and the
+held-out full-frame PSNR / SSIM with PSNR inside and outside the training windows.
+
+CUDA (when present; else recorded as skipped): the same at 960x540-class resolution with gsplat
+and the paper budget. Run it as is on a GPU machine: ``python benchmarks/bench_fusion.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from genfusion.data import load_scene  # noqa: E402
+from genfusion.fusion.config import FusionConfig, resolve  # noqa: E402
+from genfusion.fusion.loop import FusionLoop  # noqa: E402
+from genfusion.splat.trainer import Trainer  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "fusion.json"
+DEMO = REPO / "assets" / "demo" / "fox"
+
+
+def _metrics(evaluation) -> dict:
+    return {k: evaluation.mean(k) for k in ("psnr", "ssim", "psnr_inside", "psnr_outside")}
+
+
+def plain_run(scene, config: FusionConfig) -> dict:
+    trainer = Trainer(scene, config.reconstruct)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": round(seconds, 1),
+        "num_gaussians": trainer.num_gaussians,
+        **_metrics(trainer.evaluate()),
+    }
+
+
+def fused_run(scene, config: FusionConfig, out_dir: Path) -> dict:
+    loop = FusionLoop(scene, config, out_dir)
+    start = time.perf_counter()
+    metrics = loop.run()
+    seconds = time.perf_counter() - start
+    rounds = [
+        {"step": r.step, "used_views": r.used_views, **r.seconds, "unreliable": r.unreliable_before,
+         "test_psnr": r.test_psnr, "test_psnr_outside": r.test_psnr_outside}
+        for r in loop.reports
+    ]  # fmt: skip
+    round_seconds = sum(sum(r.seconds.values()) for r in loop.reports)
+    return {
+        "seconds": round(seconds, 1),
+        "round_seconds": round(round_seconds, 1),
+        "train_seconds": round(seconds - round_seconds, 1),
+        "repairer": loop.repairer.description,
+        "num_gaussians": metrics["num_gaussians"],
+        "rounds": rounds,
+        **{k: metrics.get(k) for k in ("psnr", "ssim", "psnr_inside", "psnr_outside")},
+    }
+
+
+def case(scene_path: Path, budget: str, device: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    base = FusionConfig(budget=budget)
+    base.reconstruct.device = device
+    probe = load_scene(scene_path, cache_dir=Path(tempfile.gettempdir()) / "genfusion-bench-cache" / "full")
+    config = resolve(base, explicit={"device"}, long_side=max(max(c.width, c.height) for c in probe.cameras))
+    cache = Path(tempfile.gettempdir()) / "genfusion-bench-cache" / f"fusion-{config.reconstruct.downscale}"
+    scene = load_scene(scene_path, downscale=config.reconstruct.downscale, cache_dir=cache)
+    plain = plain_run(scene, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        fused = fused_run(scene, config, Path(tmp) / "run")
+    width, height = scene.cameras[0].width, scene.cameras[0].height
+    return {
+        "scene": scene_path.name,
+        "resolution": [width, height],
+        "method": config.reconstruct.method,
+        "iterations": config.reconstruct.iterations,
+        "split": config.reconstruct.split,
+        "rounds": list(config.rounds),
+        "threads": threads,
+        "plain": plain,
+        "fused": fused,
+        "gain_psnr": None if plain["psnr"] is None else round(fused["psnr"] - plain["psnr"], 3),
+        "gain_psnr_outside": None
+        if plain["psnr_outside"] is None
+        else round(fused["psnr_outside"] - plain["psnr_outside"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scene", type=Path, default=DEMO)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-cuda", action="store_true")
+    args = parser.parse_args()
+    results = {"machine": platform.platform(), "torch": torch.__version__}
+    results["cpu_preview"] = case(args.scene, "preview", "cpu", args.threads)
+    print(json.dumps(results["cpu_preview"], indent=2))
+    if torch.cuda.is_available() and not args.skip_cuda:
+        results["cuda_paper"] = case(args.scene, "paper", "cuda", args.threads)
+    else:
+        results["cuda_paper"] = {"skipped": "no CUDA GPU on this machine"}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
