@@ -26,8 +26,11 @@ from a 300-step preview to the 30,000-step reference run. A step given explicitl
 - **SH degree ramp**: one more band every min(1,000, iterations / (2 x degree)) steps, so the full
   degree is active for the second half of any run (a 1,000-step run with the fixed 1,000-step
   interval never left degree 0).
-- **2DGS regularisers** start at the reference's fractions of the run (normal consistency at
-  7/30, distortion at 3/30), as they are meant to act on a roughly converged geometry.
+- **2DGS regularisers** start at the reference's *steps*, never scaled: depth distortion at 3,000,
+  normal consistency at 7,000 (as in the 2DGS code, and so in GenFusion's 7,000-step runs, which
+  never turn normals on). They act on a settled geometry; started at the same fraction of a short
+  run they crushed it: on the fox, 300 2DGS steps from random points fit the training views to
+  18.6 dB without distortion, 11.5 dB with it from step 30 and 14.3 dB from step 151.
 """
 
 from __future__ import annotations
@@ -80,9 +83,9 @@ class ReconstructConfig:
     # --- losses ---
     lambda_dssim: float = 0.2  # weight of D-SSIM in (1 - w) * L1 + w * (1 - SSIM)
     normal_lambda: float = 0.05  # 2DGS normal-consistency weight (2DGS paper); 0 turns it off
-    normal_start: int | None = None  # step where normal consistency starts; None = automatic (7/30)
+    normal_start: int | None = None  # step where normal consistency starts; None = 7000
     distortion_lambda: float = 100.0  # 2DGS depth-distortion weight (2DGS paper, unbounded; NDC depth units)
-    distortion_start: int | None = None  # step where the distortion loss starts; None = automatic (1/10)
+    distortion_start: int | None = None  # step where the distortion loss starts; None = 3000
     generated_dssim: float = 0.2  # D-SSIM weight in the colour loss of generated views
     depth_lambda: float = 1.0  # weight of a generated view's depth term, relative to its colour loss
     generated_regularisers: bool = False  # also apply the 2DGS normal / distortion terms to generated views
@@ -201,6 +204,7 @@ AUTO_REFINE_STOP = 15_000
 AUTO_REFINE_STOP_FRACTION = {"3dgs": 0.7, "2dgs": 0.5}  # share of the run that may densify
 AUTO_RESET_EVERY = 3_000
 AUTO_SH_INTERVAL = 1_000
+AUTO_NORMAL_START, AUTO_DISTORTION_START = 7_000, 3_000  # 2DGS regularisers: the reference's steps
 MIN_REFINE_EVERY = 10  # gradient statistics over fewer steps are noise
 
 
@@ -232,8 +236,8 @@ def schedule_for(config: ReconstructConfig, iterations: int | None = None) -> Sc
         reset_every=reset_every,
         reset_steps=reset_steps,
         sh_degree_interval=sh_interval,
-        normal_start=pick(config.normal_start, round(7 / 30 * n)),
-        distortion_start=pick(config.distortion_start, round(1 / 10 * n)),
+        normal_start=pick(config.normal_start, AUTO_NORMAL_START),
+        distortion_start=pick(config.distortion_start, AUTO_DISTORTION_START),
     )
 
 

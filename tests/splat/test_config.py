@@ -39,6 +39,8 @@ def test_automatic_schedule_holds_at_every_length(iterations, method):
     assert all(r + 1_000 <= s.refine_stop for r in s.reset_steps)
     if iterations < {"3dgs": 5_700, "2dgs": 8_000}[method]:
         assert s.reset_steps == ()
+    # the 2DGS regularisers start at the reference's steps, in any run long enough to reach them
+    assert (s.distortion_start, s.normal_start) == (3_000, 7_000)
     # the SH ramp reaches degree 3 by the middle of the run
     assert active_sh_degree(iterations // 2, 3, s.sh_degree_interval) == 3
 

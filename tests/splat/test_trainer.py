@@ -98,7 +98,8 @@ def trained_2dgs(synthetic):
     def no_cuda(*args, **kwargs):
         raise AssertionError("CUDA was initialised on a CPU run")
 
-    cfg = tiny_config(method="2dgs", iterations=30, log_every=1, init_random_points=120, max_gaussians=150)
+    cfg = tiny_config(method="2dgs", iterations=30, log_every=1, init_random_points=120, max_gaussians=150,
+                      normal_start=7, distortion_start=3)  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.cuda, "_lazy_init", no_cuda)
         return run_recorded(scene, images, cfg)
