@@ -33,7 +33,9 @@ from genfusion.splat.config import ReconstructConfig
 Mode = Literal["masked", "sparse", "complete"]
 PathKind = Literal["auto", "training", "ellipse", "orbit", "interpolate", "file"]
 Budget = Literal["auto", "paper", "preview"]
-RepairerKind = Literal["auto", "diffusion", "fallback"]
+RepairerKind = Literal[
+    "auto", "diffusion", "fallback", "reproject", "reproject+diffusion", "reproject+fallback"
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,10 @@ class FusionConfig:
     lambda_reg: float | None = None  # peak weight of the generated views in the loss; None = the mode's
     keep_previous: bool = False  # keep earlier rounds' views (weights x previous_decay per round) too
     previous_decay: float = 0.5  # with keep_previous: weight factor per round of age
-    repairer: RepairerKind = "auto"  # auto (diffusion model when installed, else weight-free), or force one
+    # auto: the capture's photos reprojected first, then the diffusion model when installed, else the
+    # weight-free fill (reproject+diffusion / reproject+fallback); reproject: photos only (unseen
+    # pixels keep the render); diffusion / fallback: that model alone, on the raw renders
+    repairer: RepairerKind = "auto"  # auto: photos reprojected, then diffusion if installed, else the fill
     weights_dir: str = "checkpoints/genfusion-repair"  # folder of the converted repair model
     generated_depth: bool = True  # supervise the generated views' depth (scale-and-shift invariant)
     expansion: bool | None = None  # add Gaussians where renders are unreliable; None = the mode's

@@ -195,6 +195,7 @@ class FusionLoop:
         return cameras
 
     def _render_clip(self, cameras: list[Camera]) -> RepairClip:
+        self._refresh_photo_bank()
         rgb, depth, alpha = [], [], []
         for camera in cameras:
             out = self.trainer.render(camera)
@@ -211,7 +212,35 @@ class FusionLoop:
             depth=torch.stack(depth).cpu(),
             alpha=torch.stack(alpha).cpu(),
             reference=reference,
+            cameras=list(cameras),
         )
+
+    def _refresh_photo_bank(self) -> None:
+        """Give a repairer that reprojects photos (``set_photos``) the training photos as the
+        trainer sees them (masked protocol: the windows, with their cropped cameras) and their
+        depth rendered by the current splats; once per training step (i.e. once per round)."""
+        set_photos = getattr(self.repairer, "set_photos", None)
+        if set_photos is None or getattr(self, "_photo_bank_step", None) == self.trainer.step:
+            return
+        cameras = self.trainer.split.train_cameras(self.scene)
+        depths = []
+        for camera in cameras:
+            out = self.trainer.render(camera)
+            d, a = out.depth[0, ..., 0], out.alpha[0, ..., 0]
+            depths.append(torch.where(a > 0, d, torch.zeros_like(d)))
+        set_photos(self.trainer.train_views.images, cameras, depths)
+        self._photo_bank_step = self.trainer.step
+
+    def _unreliable_map(self, clip: RepairClip, result) -> torch.Tensor:
+        """[T, H, W] bool shown in the round events: the repairer's own map when it makes one
+        (render missing, unseen by the photos, or disagreeing with them), else low alpha / no depth."""
+        from genfusion.fusion.expansion import unreliable_mask
+
+        mask = unreliable_mask(clip.alpha, clip.depth, self.config.unreliable_alpha)
+        own = getattr(result, "unreliable", None)
+        if own is not None and tuple(own.shape) == tuple(mask.shape):
+            mask = mask | own.to(mask.device).bool()
+        return mask
 
     def _reference_photo(self, camera: Camera) -> torch.Tensor:
         """The real training photo whose camera is nearest (diffusion's image context)."""
@@ -259,9 +288,7 @@ class FusionLoop:
             seconds["render"] += t1 - t0
             seconds["repair"] += t2 - t1
             warnings += result.warnings
-            from genfusion.fusion.expansion import unreliable_mask
-
-            masks = unreliable_mask(clip.alpha, clip.depth, cfg.unreliable_alpha)
+            masks = self._unreliable_map(clip, result)
             unreliable_before.append(float(masks.float().mean()))
             finite = torch.isfinite(result.rgb).all(dim=-1).all(dim=(1, 2)) & torch.isfinite(
                 result.depth
@@ -349,13 +376,15 @@ class FusionLoop:
 
         viewmats, Ks = camera_tensors([camera], "cpu")
         depth = result.depth[j].clamp_min(0) if self.config.generated_depth else None
+        confidence = getattr(result, "confidence", None)  # real reprojected pixels teach more
+        weight = None if confidence is None else torch.nan_to_num(confidence[j].float(), nan=0.0).clamp(0, 1)
         return GeneratedView(
             name=name,
             viewmat=viewmats[0],
             K=Ks[0],
             image=result.rgb[j].clamp(0, 1),
             depth=depth,
-            weight=None,
+            weight=weight,
             depth_mode="invariant",
         )
 

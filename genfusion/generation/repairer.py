@@ -2,8 +2,11 @@
 
 Two implementations exist: the diffusion model (:class:`genfusion.generation.pipeline.DiffusionRepairer`,
 needs converted weights) and the weight-free classical repairer
-(:class:`genfusion.generation.fallback.FallbackRepairer`). :func:`make_repairer` picks one and
-says which, so the UI and the logs can always show what produced the frames.
+(:class:`genfusion.generation.fallback.FallbackRepairer`). In front of either can sit the
+reprojection repairer (:class:`genfusion.generation.reprojection.ReprojectionRepairer`), which
+first carries the capture's own photos into the clip (it needs the clip's ``cameras``) and hands
+only what no photo saw to the next stage. :func:`make_repairer` picks one chain and says which, so
+the UI and the logs can always show what produced the frames.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -19,11 +22,24 @@ import torch
 from genfusion.errors import GenFusionError
 from genfusion.progress import ProgressCallback
 
+if TYPE_CHECKING:
+    from genfusion.data.types import Camera
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS_DIR = Path("checkpoints/genfusion-repair")
 
-RepairerKind = Literal["auto", "diffusion", "fallback"]
+RepairerKind = Literal[
+    "auto", "diffusion", "fallback", "reproject", "reproject+diffusion", "reproject+fallback"
+]
+REPAIRER_KINDS: tuple[str, ...] = (
+    "auto",
+    "diffusion",
+    "fallback",
+    "reproject",
+    "reproject+diffusion",
+    "reproject+fallback",
+)
 
 
 def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
@@ -54,15 +70,21 @@ class RepairClip:
     depth: torch.Tensor  # [T, H, W] rendered z-depth; <= 0 or NaN where nothing was rendered
     alpha: torch.Tensor  # [T, H, W] accumulated opacity in [0, 1]
     reference: torch.Tensor | None = None  # [h, w, 3] a real photo near the path (diffusion context)
+    # one Camera per frame (genfusion.data.types, at the frames' size): the reprojection repairer
+    # needs them; None = unknown (repairers that need poses then pass the clip on, with a warning)
+    cameras: list[Camera] | None = None
 
     @classmethod
-    def from_arrays(cls, rgb: Any, depth: Any, alpha: Any, reference: Any = None) -> RepairClip:
+    def from_arrays(
+        cls, rgb: Any, depth: Any, alpha: Any, reference: Any = None, cameras: list[Camera] | None = None
+    ) -> RepairClip:
         """Build and validate a clip from numpy arrays or tensors (uint8 images are scaled to [0, 1])."""
         clip = cls(
             rgb=_as_float_tensor("rgb", rgb),
             depth=_as_float_tensor("depth", depth),
             alpha=_as_float_tensor("alpha", alpha),
             reference=None if reference is None else _as_float_tensor("reference", reference),
+            cameras=None if cameras is None else list(cameras),
         )
         clip.validate()
         return clip
@@ -101,6 +123,18 @@ class RepairClip:
             raise GenFusionError(
                 f"clip reference must be one HxWx3 image, got shape {list(self.reference.shape)}."
             )
+        if self.cameras is not None:
+            if len(self.cameras) != t:
+                raise GenFusionError(
+                    f"clip has {t} frames but {len(self.cameras)} cameras; give one per frame."
+                )
+            wrong = [i for i, c in enumerate(self.cameras) if (c.height, c.width) != (h, w)]
+            if wrong:
+                c = self.cameras[wrong[0]]
+                raise GenFusionError(
+                    f"clip camera {wrong[0]} is {c.width}x{c.height} but the frames are {w}x{h}.",
+                    hint="Pass the cameras the frames were rendered with (Camera.resized to match).",
+                )
 
 
 @dataclass
@@ -113,6 +147,12 @@ class RepairResult:
     repairer: str  # name of the repairer that produced it ("diffusion", "fallback")
     usable: bool = True  # False: nothing trustworthy could be made (e.g. all-empty alpha); skip it
     warnings: list[str] = field(default_factory=list)  # human-readable notes for logs and the UI
+    # [T, H, W] in [0, 1]: how much each repaired pixel can be trusted (high: several consistent
+    # real photos agree; low: they disagree or only a fill invented it); None = not estimated
+    confidence: torch.Tensor | None = None
+    # [T, H, W] bool: the repairer's unreliable map (the render is missing or wrong there); None =
+    # not estimated (callers fall back to low alpha / no depth)
+    unreliable: torch.Tensor | None = None
 
 
 @runtime_checkable
@@ -169,61 +209,102 @@ def make_repairer(
     dtype: torch.dtype | None = None,
     fallback_options: dict[str, Any] | None = None,
     pipeline_options: dict[str, Any] | None = None,
+    reprojection_options: dict[str, Any] | None = None,
 ) -> Repairer:
-    """The repairer to use: ``"diffusion"`` (needs ``weights_dir``), ``"fallback"`` or ``"auto"``.
+    """The repairer chain to use; its ``description`` says which and why (and it is logged).
 
-    ``"auto"`` loads the diffusion model when its folder is complete and loads, otherwise the
-    weight-free repairer; the returned object's ``description`` says which and why, and the choice
-    is logged. ``"diffusion"`` with a missing or partial folder raises :class:`GenFusionError`
-    listing the missing parts. ``fallback_options`` are :class:`FallbackConfig` fields;
+    - ``"auto"``: the best available chain: reprojection of the capture's photos, then the
+      diffusion model when its folder in ``weights_dir`` is complete and loads
+      (``reproject+diffusion``), otherwise the weight-free fill (``reproject+fallback``). Without
+      a photo bank or clip cameras the reprojection stage passes clips straight on, so "auto" is
+      safe for callers that have neither.
+    - ``"diffusion"`` / ``"fallback"``: that model alone.
+    - ``"reproject"``: reprojection alone (pixels no photo sees keep the render, low confidence);
+      ``"reproject+diffusion"`` / ``"reproject+fallback"``: with that second stage.
+
+    ``"diffusion"`` and ``"reproject+diffusion"`` with a missing or partial folder raise
+    :class:`GenFusionError` listing the missing parts. ``fallback_options`` are
+    :class:`FallbackConfig` fields, ``reprojection_options`` :class:`ReprojectionConfig` fields;
     ``pipeline_options`` are defaults for the diffusion pipeline's call (steps, guidance, ...).
     """
     from genfusion.generation.fallback import FallbackConfig, FallbackRepairer
 
-    if kind not in ("auto", "diffusion", "fallback"):
-        raise GenFusionError(f"unknown repairer {kind!r}.", hint="Use 'auto', 'diffusion' or 'fallback'.")
-    if kind == "fallback":
-        repairer: Repairer = FallbackRepairer(FallbackConfig(**(fallback_options or {})), reason="requested")
+    if kind not in REPAIRER_KINDS:
+        raise GenFusionError(f"unknown repairer {kind!r}.", hint=f"Use one of: {', '.join(REPAIRER_KINDS)}.")
+
+    def fallback(reason: str) -> Repairer:
+        return FallbackRepairer(FallbackConfig(**(fallback_options or {})), reason=reason)
+
+    def chain(next_stage: Repairer | None, reason: str) -> Repairer:
+        from genfusion.generation.reprojection import ReprojectionConfig, ReprojectionRepairer
+
+        config = ReprojectionConfig(**(reprojection_options or {}))
+        return ReprojectionRepairer(next_stage, config, reason=reason)
+
+    repairer: Repairer
+    if kind in ("fallback", "reproject", "reproject+fallback"):
+        if kind == "fallback":
+            repairer = fallback("requested")
+        else:
+            repairer = chain(fallback("requested") if kind == "reproject+fallback" else None, "requested")
         logger.info("repairer: %s", repairer.description)
         return repairer
 
+    strict = kind != "auto"
+    diffusion, reason = _load_diffusion(weights_dir, strict, device, dtype, pipeline_options)
+    if kind == "diffusion":
+        repairer = diffusion
+    elif kind == "reproject+diffusion":
+        repairer = chain(diffusion, "requested")
+    elif diffusion is not None:
+        repairer = chain(
+            diffusion,
+            f"the repair model in {weights_dir} loaded: real photos first, the model for what no photo saw",
+        )
+    else:
+        repairer = chain(fallback(reason), f"{reason}, so the weight-free fill repairs what no photo saw")
+        logger.warning("repairer: %s", repairer.description)
+        return repairer
+    logger.info("repairer: %s", repairer.description)
+    return repairer
+
+
+def _load_diffusion(
+    weights_dir: str | Path,
+    strict: bool,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    pipeline_options: dict[str, Any] | None,
+) -> tuple[Any, str]:
+    """``(DiffusionRepairer, "")``, or ``(None, why not)``; ``strict`` raises instead of None."""
     weights_dir = Path(weights_dir)
     problems = checkpoint_problems(weights_dir)
     if problems:
         reason = f"no complete repair-model checkpoint in {weights_dir} (missing: {', '.join(problems)})"
-        if kind == "diffusion":
+        if strict:
             raise GenFusionError(
                 f"cannot load the diffusion repairer: {reason}.",
                 hint="Run `genfusion download` (or place the files by hand and run "
                 "`genfusion convert-checkpoint`, see checkpoints/README.md), or use --repairer fallback.",
             )
-        return _fallback_because(reason, fallback_options)
+        return None, reason
     try:
         from genfusion.generation.pipeline import DiffusionRepairer
 
-        repairer = DiffusionRepairer.from_folder(
-            weights_dir, device=device, dtype=dtype, call_options=pipeline_options
+        return (
+            DiffusionRepairer.from_folder(
+                weights_dir, device=device, dtype=dtype, call_options=pipeline_options
+            ),
+            "",
         )
     except GenFusionError:
-        if kind == "diffusion":
+        if strict:
             raise
-        return _fallback_because(f"the checkpoint in {weights_dir} did not load", fallback_options)
+        return None, f"the checkpoint in {weights_dir} did not load"
     except Exception as err:  # a corrupt folder must not stop the loop when "auto" was asked
-        if kind == "diffusion":
+        if strict:
             raise GenFusionError(
                 f"the repair-model checkpoint in {weights_dir} failed to load ({type(err).__name__}: {err}).",
                 hint="Re-run `genfusion download` or `genfusion convert-checkpoint`.",
             ) from err
-        return _fallback_because(
-            f"the checkpoint in {weights_dir} failed to load ({type(err).__name__}: {err})", fallback_options
-        )
-    logger.info("repairer: %s", repairer.description)
-    return repairer
-
-
-def _fallback_because(reason: str, options: dict[str, Any] | None) -> Repairer:
-    from genfusion.generation.fallback import FallbackConfig, FallbackRepairer
-
-    repairer = FallbackRepairer(FallbackConfig(**(options or {})), reason=reason)
-    logger.warning("repairer: %s", repairer.description)
-    return repairer
+        return None, f"the checkpoint in {weights_dir} failed to load ({type(err).__name__}: {err})"

@@ -303,10 +303,12 @@ def test_save_load_and_make_repairer(toy, tmp_path):
         device="cpu",
         pipeline_options={"num_inference_steps": 2, "window": 4, "vae_batch": 16},
     )
-    assert isinstance(repairer, DiffusionRepairer) and repairer.name == "diffusion"
+    # auto: the best chain, photos reprojected first and the model for the rest
+    assert repairer.name == "reproject+diffusion" and isinstance(repairer.next_stage, DiffusionRepairer)
     assert str(folder) in repairer.description
+    # no photo bank and no cameras here: the clip goes to the model unchanged
     result = repairer.repair(RepairClip.from_arrays(rgb, depth, alpha, reference=rgb[0]), seed=3)
-    assert result.repairer == "diffusion" and result.usable and result.rgb.shape == (4, 32, 32, 3)
+    assert result.repairer == "reproject+diffusion" and result.usable and result.rgb.shape == (4, 32, 32, 3)
     np.testing.assert_allclose(result.rgb.numpy(), a.rgb, atol=1e-6)
 
 
