@@ -57,7 +57,7 @@ class ReconstructConfig:
     # --- what to train ---
     method: Method = "2dgs"  # 2dgs (surfels, the paper's default) or 3dgs
     iterations: int = 7_000  # optimisation steps (the paper's sparse / masked protocols use 7,000)
-    split: str = "holdout8"  # training views: holdoutK (every K-th view tests), all, sparseN, maskedK
+    split: str = "holdout8"  # holdoutK (every K-th view tests), all, sparseN, maskedK, unmaskedK
     downscale: int = 1  # divide the image resolution by this integer on load (2 halves width and height)
     device: Device = "auto"  # auto (CUDA when present, else CPU), cpu or cuda
     seed: int = 0  # seeds initialisation, view order, random backgrounds and densification noise
@@ -165,18 +165,20 @@ class ReconstructConfig:
 
 def parse_split(split: str) -> tuple[str, int]:
     """``"holdout8"`` -> ("holdout", 8); ``"all"`` -> ("all", 0); ``"sparse3"`` -> ("sparse", 3);
-    ``"masked2"`` -> ("masked", 2): every 2nd frame trains through a moving 25%-area window."""
-    match = re.fullmatch(r"(holdout|sparse|masked)(\d+)|all", split)
+    ``"masked2"`` -> ("masked", 2): every 2nd frame trains through a moving 25%-area window;
+    ``"unmasked2"`` -> ("unmasked", 2): the same frames uncropped (the masked protocol's ceiling)."""
+    match = re.fullmatch(r"(holdout|sparse|masked|unmasked)(\d+)|all", split)
     if not match:
         raise GenFusionError(
             f"unknown split {split!r}; use holdoutK (every K-th view held out, e.g. holdout8), "
             "all (train on every view, no test views), sparseN (N training views, e.g. sparse3) or "
-            "masked2 / masked4 (the masked-input protocol: every 2nd / 4th frame, seen through a window)"
+            "masked2 / masked4 (the masked-input protocol: every 2nd / 4th frame, seen through a window), "
+            "unmasked2 / unmasked4 (the same frames, full: that protocol's ceiling)"
         )
     if split == "all":
         return "all", 0
     kind, number = match.group(1), int(match.group(2))
-    if (kind in ("holdout", "masked") and number < 2) or number < 1:
+    if (kind in ("holdout", "masked", "unmasked") and number < 2) or number < 1:
         raise GenFusionError(
             f"split {split!r} needs a number >= 2 for holdout and masked (e.g. masked2) and >= 1 for sparse"
         )

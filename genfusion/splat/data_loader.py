@@ -62,7 +62,7 @@ def resolve_split(scene: Scene, split: str) -> Split:
                 f"{scene.root}: a hold-out split needs at least 2 images, the scene has {n}; use --split all"
             )
         result = holdout_split(scene, every=number)
-    elif kind == "masked":
+    elif kind in ("masked", "unmasked"):
         if n < number * MIN_MASKED_FRAMES:
             raise GenFusionError(
                 f"{scene.root}: --split masked{number} trains on one frame in {number} and needs at "
@@ -77,6 +77,8 @@ def resolve_split(scene: Scene, split: str) -> Split:
                 f"(windows need at least {MIN_WINDOW_PX} px a side); use a smaller --downscale"
             )
         result = masked_split(scene, 1.0 / number)
+        if kind == "unmasked":  # same frames, full photos; test windows kept for inside / outside
+            result = Split(result.train, result.test, "unmasked", test_windows=result.test_windows)
     else:
         if number >= n:
             raise GenFusionError(

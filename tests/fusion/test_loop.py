@@ -16,7 +16,7 @@ from genfusion.errors import Cancelled
 from genfusion.fusion.config import FusionConfig, resolve
 from genfusion.fusion.loop import FusionLoop
 from genfusion.generation.fallback import FallbackRepairer
-from genfusion.generation.repairer import RepairResult
+from genfusion.generation.repairer import RepairResult, make_repairer
 
 
 def fusion_config(**overrides) -> FusionConfig:
@@ -31,8 +31,9 @@ def test_masked_rounds_feed_the_trainer_and_write_their_folders(synthetic, tmp_p
     config = fusion_config()
     assert config.rounds == (17, 23, 29, 34)  # 3k..6k of 7k, at the same fractions of 40 steps
     events = []
+    repairer = make_repairer("reproject+fallback")
     loop = FusionLoop(
-        scene, config, tmp_path / "run", progress=events.append, repairer=FallbackRepairer(), images=images
+        scene, config, tmp_path / "run", progress=events.append, repairer=repairer, images=images
     )
     metrics = loop.run()
     rounds = [e for e in events if e.stage == "fusion.round"]
@@ -52,18 +53,40 @@ def test_masked_rounds_feed_the_trainer_and_write_their_folders(synthetic, tmp_p
     lines = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if line["stage"] == "fusion.round"] == [1, 2, 3, 4]
     assert metrics["psnr_outside"] is not None and (out / "splats.ply").is_file()
+    # the views are weighted by the reprojection's confidence, not uniformly
+    view = next(iter(loop.trainer.generated.views.values()))
+    assert view.weight is not None and 0 <= float(view.weight.min()) < float(view.weight.max()) <= 1
+
+
+def test_the_fill_supervises_only_the_pixels_it_filled(synthetic, tmp_path):  # noqa: F811
+    """The weight-free fill returns the render unchanged where it was reliable; those pixels get
+    weight 0 (no self-distillation) and a frame with nothing filled is not added at all."""
+    scene, images = synthetic
+    events = []
+    loop = FusionLoop(
+        scene, fusion_config(), tmp_path / "run", progress=events.append, repairer=FallbackRepairer(),
+        images=images,
+    )  # fmt: skip
+    loop.run()
+    rounds = [e for e in events if e.stage == "fusion.round"]
+    for view in loop.trainer.generated.views.values():
+        assert view.weight is not None and set(view.weight.unique().tolist()) <= {0.0, 1.0}
+        assert float(view.weight.sum()) > 0
+    for event in rounds:
+        skipped = event.metrics["views"] - event.metrics["used_views"]
+        assert (skipped > 0) == any("nothing to repair" in w for w in event.payload["warnings"])
 
 
 def test_cancelled_run_resumes_from_its_last_round(synthetic, tmp_path):  # noqa: F811
     scene, images = synthetic
     config = fusion_config()
     out = tmp_path / "run"
-    loop = FusionLoop(scene, config, out, repairer=FallbackRepairer(), images=images)
+    loop = FusionLoop(scene, config, out, repairer=make_repairer("reproject+fallback"), images=images)
     with pytest.raises(Cancelled):
         loop.run(stop_check=lambda: loop.next_round >= 2 and loop.trainer.step >= 25)
     state = json.loads((out / "fusion_state.json").read_text())
     assert state["next_round"] == 2 and state["step"] == 23
-    again = FusionLoop(scene, config, out, repairer=FallbackRepairer(), images=images)
+    again = FusionLoop(scene, config, out, repairer=make_repairer("reproject+fallback"), images=images)
     again.resume()
     assert again.trainer.step == 23 and again.trainer.generated.names()[0].startswith("r01_")
     again.run()

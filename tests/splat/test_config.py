@@ -95,5 +95,6 @@ def test_bad_schedule_values_are_named(values, message):
 
 def test_masked_splits_parse():
     assert parse_split("masked2") == ("masked", 2) and parse_split("masked4") == ("masked", 4)
+    assert parse_split("unmasked2") == ("unmasked", 2)
     with pytest.raises(GenFusionError, match="masked2 / masked4"):
         parse_split("mask2")

@@ -184,6 +184,18 @@ def test_masked_split_trains_only_inside_windows(synthetic):  # noqa: F811
     assert summary["psnr_inside"] == pytest.approx(np.mean([v.psnr_inside for v in evaluation.views]))
 
 
+def test_unmasked_split_is_the_masked_protocol_with_whole_frames(synthetic):  # noqa: F811
+    """The ceiling of the masked protocol: the same training and test frames, uncropped, and the
+    test windows kept so inside / outside PSNR compare one to one."""
+    scene, images = synthetic
+    masked = Trainer(scene, tiny_config(method="3dgs", iterations=1, split="masked2"), images=images)
+    full = Trainer(scene, tiny_config(method="3dgs", iterations=1, split="unmasked2"), images=images)
+    assert (full.split.train, full.split.test) == (masked.split.train, masked.split.test)
+    assert full.split.windows == {} and full.split.test_windows == masked.split.test_windows
+    assert full.train_views.sizes == [(W, H)] * 4
+    assert full.evaluate(keep_renders=False).views[0].psnr_outside is not None
+
+
 def test_masked_split_on_a_too_small_scene_names_the_problem(synthetic):  # noqa: F811
     scene, images = synthetic
     small = scene.subset([0, 1, 2])
