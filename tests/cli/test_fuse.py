@@ -13,7 +13,9 @@ FAST = ["--downscale", "64", "--method", "3dgs", "--init-random-points", "300", 
 
 def test_fuse_masked_fern_writes_rounds_and_metrics(fern_dir, tmp_path, capsys):
     out = tmp_path / "fused"
-    args = ["fuse", str(fern_dir), "--out", str(out), "--iterations", "40", "--clip-length", "4", *FAST]
+    # the photos carried into the path (reproject) fill what they see, the weight-free fill the rest
+    args = ["fuse", str(fern_dir), "--out", str(out), "--iterations", "40", "--clip-length", "4", *FAST,
+            "--repairer", "reproject+fallback"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "weight-free" in printed.lower() or "fallback" in printed.lower()  # the repairer is named
@@ -23,6 +25,7 @@ def test_fuse_masked_fern_writes_rounds_and_metrics(fern_dir, tmp_path, capsys):
     assert summary["config"]["reconstruct"]["split"] == "masked2"  # the mode's protocol
     assert summary["config"]["reconstruct"]["generated_dssim"] == 0.8  # the mode's published weight
     assert all(r["used_views"] == 10 for r in summary["rounds"])  # the 10 training poses, full frame
+    assert all(0.3 < r["unreliable_before"] < 1.0 for r in summary["rounds"])  # outside the windows
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iterations"] == 40 and metrics["psnr_outside"] is not None
     assert {"checkpoint.pt", "splats.ply", "rounds", "events.jsonl", "fusion_state.json"} <= {

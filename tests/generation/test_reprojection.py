@@ -228,7 +228,7 @@ def test_blend_with_two_disagreeing_views_has_half_agreement():
 
 def test_repairer_chain_fills_only_what_no_photo_sees():
     sources = [camera(-0.2), camera(0.2)]
-    repairer = ReprojectionRepairer(FallbackRepairer(), reason="test")
+    repairer = ReprojectionRepairer(FallbackRepairer(), ReprojectionConfig(uncovered="next"), reason="test")
     assert isinstance(repairer, Repairer) and repairer.name == "reproject+fallback"
     images, depths = zip(*(cast(c) for c in sources), strict=True)
     repairer.set_photos(list(images), sources, list(depths))
@@ -254,6 +254,23 @@ def test_repairer_chain_fills_only_what_no_photo_sees():
     # unreliable: every uncovered pixel, and covered ones where the noisy render disagrees
     assert result.unreliable[~covered].all() and result.unreliable[covered].float().mean() > 0.3
     assert torch.equal(result.depth, clip.depth)  # the render's depth was valid everywhere
+
+
+def test_with_the_fill_a_covering_render_is_kept_and_never_supervised():
+    """uncovered="auto" before the weight-free fill: where no photo sees the surface but the
+    render covers it, the render stays (the fill would only blur it) with confidence 0; covered
+    pixels still carry the photos with their own confidence."""
+    sources = [camera(-0.2), camera(0.2)]
+    repairer = ReprojectionRepairer(FallbackRepairer(), reason="test")
+    images, depths = zip(*(cast(c) for c in sources), strict=True)
+    repairer.set_photos(list(images), sources, list(depths))
+    clip = clip_of([camera(0.0, yaw_deg=35)], render_noise=0.2)
+    result = repairer.repair(clip)
+    covered = repairer.reproject(clip)[0].covered[None]
+    assert 0.2 < covered.float().mean() < 0.95
+    assert torch.equal(result.rgb[~covered], clip.rgb.clamp(0, 1)[~covered])
+    assert float(result.confidence[~covered].abs().max()) == 0.0
+    assert float(result.confidence[covered].mean()) > 0.8
 
 
 def test_reproject_alone_keeps_the_render_and_without_photos_passes_clips_on():
