@@ -1,4 +1,4 @@
-"""Reconstruction settings as UI controls, generated from :class:`ReconstructConfig`.
+"""Reconstruction and fusion settings as UI controls, generated from the config dataclasses.
 
 The fields come from :func:`genfusion.flags.field_specs`, the same description the CLI builds its
 ``--flags`` from (kind, default, choices, the comment beside the field as help, the ``# ---
@@ -6,6 +6,13 @@ section ---`` above it), so the app and ``genfusion reconstruct --help`` never d
 :func:`config_from_values` turns widget (or API) values into a config through
 :func:`genfusion.flags.dataclass_from_args`, i.e. exactly as if they had been typed as flags;
 every problem is a :class:`GenFusionError` that names the flag.
+
+Fusion jobs add the top-level fields of :class:`~genfusion.fusion.config.FusionConfig`
+(:func:`fusion_specs`; the nested reconstruction is the ReconstructConfig widgets above).
+:func:`fusion_config_from_values` builds the unresolved config, and :func:`explicit_fields` names
+the reconstruction settings that differ from their defaults: only those win over the mode's
+preset and the budget (``genfusion fuse`` treats the flags typed on its command line the same
+way), so a page left at its defaults runs the mode as published, sized by the budget.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 from genfusion.errors import GenFusionError
 from genfusion.flags import FieldSpec, dataclass_from_args, field_specs
+from genfusion.fusion.config import FusionConfig
 from genfusion.splat.config import ReconstructConfig
 
 # Shown above the accordion, in this order; everything else goes into "Advanced settings".
@@ -84,8 +92,8 @@ def _scalar(item: FieldSpec, value: Any) -> Any:
 
 def coerce(item: FieldSpec, value: Any) -> Any:
     """A widget's (or an API caller's) value -> the field's Python value (None = automatic for
-    optional fields); GenFusionError if unusable."""
-    if _empty(value) and item.kind != "bool":
+    optional fields, an optional bool's "automatic" included); GenFusionError if unusable."""
+    if _empty(value) and (item.kind != "bool" or item.optional):
         if item.optional:
             return None
         raise GenFusionError(f"{item.flag} needs a value ({item.doc}); it was left empty.")
@@ -184,6 +192,81 @@ def check_ranges(config: ReconstructConfig) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- fusion settings
+
+# FusionConfig fields without a widget: the mode is the page's Mode choice, the camera path is the
+# job's camera_path.json, and the repair model's folder is this server's (never a caller's path).
+FUSION_HIDDEN = ("mode", "camera_path", "weights_dir")
+# Shown in the fusion box, in this order; the other fusion fields go into its accordion.
+FUSION_COMMON = ("budget", "rounds", "lambda_reg", "repairer")
+
+
+@cache
+def fusion_specs() -> tuple[FieldSpec, ...]:
+    """The fusion loop's own settings (FusionConfig's top-level fields, less FUSION_HIDDEN)."""
+    return tuple(
+        item for item in field_specs(FusionConfig) if len(item.path) == 1 and item.name not in FUSION_HIDDEN
+    )
+
+
+def fusion_spec(name: str) -> FieldSpec:
+    for item in fusion_specs():
+        if item.name == name:
+            return item
+    raise KeyError(name)
+
+
+def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Widget / API values -> (ReconstructConfig values, FusionConfig values); unknown names are
+    refused."""
+    reconstruct = {item.name for item in config_specs()}
+    fusion = {item.name for item in fusion_specs()}
+    unknown = sorted(set(values) - reconstruct - fusion)
+    if unknown:
+        raise GenFusionError(
+            f"unknown setting(s) {', '.join(unknown)}; see `genfusion reconstruct --help` and "
+            "`genfusion fuse --help`."
+        )
+    return (
+        {k: v for k, v in values.items() if k in reconstruct},
+        {k: v for k, v in values.items() if k in fusion},
+    )
+
+
+def explicit_fields(config: ReconstructConfig) -> set[str]:
+    """The reconstruction settings that differ from their defaults: what a fusion run keeps
+    over its mode's preset and budget (see the module docstring)."""
+    default = ReconstructConfig()
+    return {item.name for item in config_specs() if getattr(config, item.name) != getattr(default, item.name)}
+
+
+def fusion_config_from_values(
+    mode: str,
+    values: dict[str, Any],
+    reconstruct: ReconstructConfig,
+    *,
+    camera_path: str | None = None,
+    weights_dir: str | None = None,
+) -> FusionConfig:
+    """An unresolved FusionConfig from fusion widget values (missing ones keep their defaults),
+    built as ``genfusion fuse`` builds it from flags."""
+    known = {item.name: item for item in fusion_specs()}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise GenFusionError(f"unknown fusion setting(s) {', '.join(unknown)}; see `genfusion fuse --help`.")
+    given = argparse.Namespace(**{item.dest: None for item in known.values()})
+    for name, value in values.items():
+        setattr(given, known[name].dest, coerce(known[name], value))
+    fields = {"mode": mode, "reconstruct": reconstruct, "camera_path": camera_path}
+    if weights_dir is not None:
+        fields["weights_dir"] = weights_dir
+    try:
+        base = FusionConfig(**fields)
+        return dataclass_from_args(FusionConfig, given, base)
+    except (TypeError, ValueError) as err:
+        raise GenFusionError(f"the fusion settings do not make a valid run ({err}).") from None
+
+
 @dataclass(frozen=True)
 class AppLimits:
     """What this server accepts (a shared Space needs tighter limits than a laptop)."""
@@ -210,6 +293,23 @@ class AppLimits:
                 f"--device {config.device} is not available here; use {', '.join(self.allowed_devices)}."
             )
 
+    def check_fusion(self, config: FusionConfig) -> None:
+        """The reconstruction's limits (after the preset and budget were applied) plus the sizes
+        of what every round renders and sends."""
+        self.check(config.reconstruct)
+        for name, limit in (("views_per_round", 1_000), ("clip_length", 64), ("event_image_size", 512)):
+            value = getattr(config, name)
+            if value is not None and value > limit:
+                raise GenFusionError(
+                    f"--{name.replace('_', '-')} {value} is above this server's limit of {limit}."
+                )
+        if config.rounds is not None and len(config.rounds) > 50:
+            raise GenFusionError(f"--rounds lists {len(config.rounds)} rounds; this server runs at most 50.")
+        for name in ("tilt_deg", "snapshot_every_s"):
+            value = getattr(config, name)
+            if not math.isfinite(value) or (name == "snapshot_every_s" and value < 0):
+                raise GenFusionError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}.")
+
 
 # Quality-vs-speed presets: only fields of ReconstructConfig, so a preset is a set of flags.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -229,14 +329,21 @@ __all__ = [
     "AUTOMATIC",
     "COMMON_FIELDS",
     "PRESETS",
+    "FUSION_COMMON",
+    "FUSION_HIDDEN",
     "AppLimits",
     "check_ranges",
     "coerce",
     "config_from_values",
     "config_specs",
+    "explicit_fields",
+    "fusion_config_from_values",
+    "fusion_spec",
+    "fusion_specs",
     "format_vector",
     "label_of",
     "preset_note",
     "section_title",
     "spec",
+    "split_values",
 ]

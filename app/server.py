@@ -55,7 +55,8 @@ def create_app(studio: Studio, *, max_upload_mb: int = 2048) -> FastAPI:
     import gradio as gr
 
     from app.proxy import mount_viewer_proxy
-    from app.ui import CSS, build_ui
+    from app.ui import build_ui
+    from app.widgets import CSS
 
     closers: list[Callable[[], Any]] = []
 

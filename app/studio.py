@@ -9,6 +9,7 @@ Gradio session) and only touches that owner's jobs; every user error is a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -28,8 +29,18 @@ from app.capture import (
     summary_text,
     upload_capture,
 )
+from app.fusion_task import (
+    FUSION_MODES,
+    fusion_task,
+    fusion_title,
+    plan_fusion,
+    read_rounds,
+    round_frames,
+    weights_dir,
+    with_job_camera_path,
+)
 from app.jobs import PUBLIC_OWNER, Job, JobManager
-from app.params import AppLimits, config_from_values
+from app.params import AppLimits, config_from_values, explicit_fields, fusion_config_from_values, split_values
 from app.tasks import (
     CAMERA_PATH_NAME,
     JobOutputs,
@@ -84,6 +95,28 @@ def repairer_status() -> tuple[str, str]:
     return line, repairer.description
 
 
+def repairer_note(kind: str) -> str:
+    """What repairer ``kind`` (FusionConfig.repairer) would run here, in one Markdown line."""
+    from genfusion.generation.repairer import checkpoint_problems, make_repairer
+
+    weights = weights_dir()
+    installed = not checkpoint_problems(weights)
+    if kind in ("diffusion", "reproject+diffusion"):
+        if not installed:
+            return (
+                f"⚠ **{kind}** needs the diffusion repair model, which is not installed "
+                "(`genfusion download`); a job asking for it is refused. **auto** uses the weight-free fill."
+            )
+        first = "reprojected photos, then " if kind != "diffusion" else ""
+        return f"**{kind}:** {first}the diffusion model in `{weights}` (loaded when the job starts)."
+    if kind == "auto" and installed:
+        return "**auto:** reprojected photos, then the diffusion model for what no photo saw."
+    try:
+        return f"**{kind}:** {make_repairer(kind, weights).description}"
+    except GenFusionError as err:
+        return f"⚠ **{kind}:** {err}"
+
+
 class Studio:
     """Jobs, captures, exports and viewers behind one set of owner-checked actions."""
 
@@ -136,12 +169,53 @@ class Studio:
         folder: str | None,
         mode: str,
         settings: dict[str, Any],
+        *,
+        from_job: str | None = None,
     ) -> str:
         """Check everything, lay the capture out in a new job folder and queue the job; returns
-        its id. A refused input leaves no job folder behind."""
+        its id. A refused input leaves no job folder behind.
+
+        ``settings`` are ReconstructConfig fields, plus FusionConfig fields for the fusion modes
+        (ignored for a reconstruction). ``from_job`` (one of the owner's jobs, e.g. the one whose
+        viewer drew a camera path) lends its ``camera_path.json`` to a ``complete`` run (or one
+        with ``path`` file)."""
         source = _check_source(source)
         check_mode(mode)
-        config = config_from_values(settings, self.settings.limits)
+        reconstruct_values, fusion_values = split_values(settings)
+        if mode not in FUSION_MODES:
+            return self._submit(owner, source, files, folder, mode, reconstruct_values)
+        config = config_from_values(reconstruct_values, self.settings.limits)  # again once resolved
+        lent = self._lent_camera_path(owner, from_job)
+        wants_path = mode == "complete" or fusion_values.get("path") == "file"
+        fusion = fusion_config_from_values(
+            mode,
+            fusion_values,
+            config,
+            camera_path=str(lent) if lent is not None and wants_path else None,
+            weights_dir=weights_dir(),
+        )
+        return self._submit(owner, source, files, folder, mode, reconstruct_values, fusion=fusion, lent=lent)
+
+    def _lent_camera_path(self, owner: str, from_job: str | None) -> Path | None:
+        if not from_job:
+            return None
+        path = self.jobs.get(from_job, owner).folder / CAMERA_PATH_NAME
+        return path if path.is_file() else None
+
+    def _submit(
+        self,
+        owner: str,
+        source: str,
+        files: Sequence[str] | None,
+        folder: str | None,
+        mode: str,
+        settings: dict[str, Any],
+        *,
+        fusion: Any = None,
+        lent: Path | None = None,
+    ) -> str:
+        limits = self.settings.limits
+        config = fusion.reconstruct if fusion is not None else config_from_values(settings, limits)
         if source == "demo":
             capture = demo_capture()
         elif source == "folder":
@@ -149,18 +223,40 @@ class Studio:
         else:
             capture = None  # laid out inside the job folder below
         title = f"{config.method} · {config.iterations} steps · 1/{config.downscale}"
+        if fusion is not None:
+            title = f"{mode} · {title}"
         job = self.jobs.create(owner, kind=mode, title=title, params={"settings": config.to_dict()})
         try:
             if capture is None:
                 capture = upload_capture(list(files or []), job.folder, self.settings.upload_limits)
+            if fusion is None:
+                task = on_gpu(reconstruct_task(job.folder, capture, config))
+            else:
+                task, title = self._fusion_job(job, capture, fusion, lent, title)
             job.record.title = f"{_short(capture.source)} · {title}"
             job.record.params["capture"] = capture.to_dict()
-            task = on_gpu(reconstruct_task(job.folder, capture, config))
         except BaseException:
             self.jobs.discard(job)
             raise
         self.jobs.submit(job, task)
         return job.id
+
+    def _fusion_job(self, job: Job, capture: Capture, fusion: Any, lent: Path | None, title: str):
+        """(the task, the title) of a fusion job; a posed capture is checked against the mode
+        now (a split it cannot give, the limits, the repairer), photos once their poses exist."""
+        explicit = explicit_fields(fusion.reconstruct)
+        if lent is not None:
+            shutil.copyfile(lent, job.folder / CAMERA_PATH_NAME)
+            if fusion.camera_path:
+                fusion = dataclasses.replace(fusion, camera_path=str(job.folder / CAMERA_PATH_NAME))
+        if not capture.needs_poses:
+            planned = with_job_camera_path(job.folder, fusion)
+            resolved, _ = plan_fusion(capture.path, planned, explicit, self.settings.limits)
+            title = fusion_title(resolved)
+            job.record.params["settings"] = resolved.reconstruct.to_dict()
+            job.record.params["fusion"] = {k: v for k, v in resolved.to_dict().items() if k != "reconstruct"}
+        task = fusion_task(job.folder, capture, fusion, explicit, limits=self.settings.limits)
+        return on_gpu(task), title
 
     def cancel(self, owner: str, job_id: str) -> dict[str, Any]:
         self.jobs.cancel(job_id, owner)
@@ -214,6 +310,10 @@ class Studio:
             if not archive.is_file():
                 archive = export_run_zip(job.folder)
         return [p for p in (outputs.ply, outputs.splat, archive) if p.is_file()]
+
+    def rounds(self, owner: str, job_id: str) -> list[tuple[str, str]]:
+        """The fusion rounds' frames so far (rendered | repaired | unreliable), newest first."""
+        return round_frames(self.jobs.get(job_id, owner).folder)
 
     def splat_file(self, owner: str, job_id: str) -> Path | None:
         job = self.jobs.get(job_id, owner)
@@ -301,6 +401,10 @@ def job_status(job: Job, queue_position: int | None = None) -> dict[str, Any]:
     record = job.record
     progress = None
     event = job.last_event()
+    fusion = record.kind in FUSION_MODES
+    if fusion and event is not None and event["stage"].startswith("fusion"):
+        # the bar follows the training steps; round events count rounds, not steps
+        event = job.last_event("reconstruct") or event
     if event is not None and event["stage"] != "job":
         total = event.get("total")
         fraction = min(1.0, event["step"] / total) if total else None
@@ -331,6 +435,7 @@ def job_status(job: Job, queue_position: int | None = None) -> dict[str, Any]:
         "train_metrics": dict(train["metrics"]) if train and train["stage"] == "reconstruct" else {},
         "result": record.result,
         "test_metrics": _test_metrics(job),
+        "fusion": _fusion_status(job) if fusion else None,
         "viewer": f"/viewer/{job.id}/",
         "outputs": {
             name: path.is_file()
@@ -345,12 +450,28 @@ def job_status(job: Job, queue_position: int | None = None) -> dict[str, Any]:
     }
 
 
+def _fusion_status(job: Job) -> dict[str, Any]:
+    """Rounds done / planned, the last round's metrics and warnings."""
+    start = job.last_event("fusion.start")
+    done = read_rounds(job.folder)
+    last = done[-1] if done else None
+    return {
+        "mode": job.record.kind,
+        "rounds_total": int(start["total"]) if start and start.get("total") is not None else None,
+        "rounds_done": len(done),
+        "last_round": None if last is None else {"round": last["round"] + 1, **last["metrics"]},
+        "warnings": [] if last is None else last["warnings"][:5],
+        "plan": start["message"] if start else "",
+    }
+
+
 def _test_metrics(job: Job) -> dict[str, Any]:
     metrics = read_metrics(job.folder) if job.state == "done" else None
     if not metrics:
         return {}
-    keys = ("psnr", "ssim", "lpips", "num_test_views", "num_gaussians", "iterations", "time_s")
+    keys = ("psnr", "ssim", "lpips", "psnr_inside", "psnr_outside", "num_test_views", "num_gaussians")
+    keys += ("iterations", "time_s")
     return {k: metrics.get(k) for k in keys}
 
 
-__all__ = ["SOURCES", "Studio", "StudioSettings", "job_status", "repairer_status"]
+__all__ = ["SOURCES", "Studio", "StudioSettings", "job_status", "repairer_note", "repairer_status"]

@@ -1,9 +1,10 @@
 """Job kinds and exports: what a job's worker runs, and the files a finished job offers.
 
 A job kind is a function that returns a :data:`app.jobs.Task` (``task(progress, stop_check)``).
-Today there is one, :func:`reconstruct_task`: poses when the capture has none, then a 2DGS /
-3DGS reconstruction through the library's Trainer and run folder. The fusion loop will add a
-second kind (``MODES`` below lists it as coming).
+There are two: :func:`reconstruct_task` (poses when the capture has none, then a 2DGS / 3DGS
+reconstruction through the library's Trainer and run folder) and
+:func:`app.fusion_task.fusion_task` (the same start, then the fusion loop in ``run/``) for the
+modes ``masked``, ``sparse`` and ``complete``.
 
 Job folder layout (inside :mod:`app.jobs`'s folder)::
 
@@ -12,7 +13,9 @@ Job folder layout (inside :mod:`app.jobs`'s folder)::
     cache/             processed images (undistorted / downscaled), never inside the capture
     summary.json       what ``genfusion inspect`` says about the capture as trained
     run/               the library's run folder (genfusion.splat.run): checkpoint.pt,
-                       splats.ply, metrics.json, renders/, config.json
+                       splats.ply, metrics.json, renders/, config.json; a fusion job's also
+                       fusion.json, fusion_config.json, fusion_state.json, rounds/, events.jsonl
+    fusion_rounds.json a fusion job's rounds: metrics and generated cameras (app.fusion_task)
     exports/           splats.splat, mesh.glb, video.mp4, <job>-run.zip
     camera_path.json   the viewer's camera path (nerfstudio format)
 
@@ -47,26 +50,21 @@ EXPORTS_DIR = "exports"
 SUMMARY_NAME = "summary.json"
 CAMERA_PATH_NAME = "camera_path.json"
 
-# The modes a user picks from; only "reconstruct" runs today. The others are the fusion loop's
-# modes (genfusion.fusion.config.Mode), so a fusion job kind plugs in under the same keys.
+# The modes a user picks from: a reconstruction, or one of the fusion loop's modes
+# (genfusion.fusion.config.Mode, run by app.fusion_task under the same keys).
 MODES: dict[str, str] = {
     "reconstruct": "Reconstruct: fit 2DGS / 3DGS to the capture",
-    "masked": "Extrapolate: views beyond the capture (arrives with the fusion loop)",
-    "sparse": "Sparse views: complete a 3-9 photo capture (arrives with the fusion loop)",
-    "complete": "Complete: fill regions never seen (arrives with the fusion loop)",
+    "masked": "Extrapolate: views beyond the capture (fusion loop, masked protocol)",
+    "sparse": "Sparse views: complete a 3-9 photo capture (fusion loop)",
+    "complete": "Complete: fill regions never seen (fusion loop, along the camera path)",
 }
-AVAILABLE_MODES = ("reconstruct",)
+AVAILABLE_MODES = ("reconstruct", "masked", "sparse", "complete")
 
 
 def check_mode(mode: str) -> str:
-    """``mode`` if a job can run it today; GenFusionError that says what is coming otherwise."""
+    """``mode`` if a job can run it; GenFusionError otherwise."""
     if mode in AVAILABLE_MODES:
         return mode
-    if mode in MODES:
-        raise GenFusionError(
-            f"mode {mode!r} arrives with the fusion loop (genfusion.fusion); it is not built yet.",
-            hint="Use mode 'reconstruct' for now.",
-        )
     raise GenFusionError(f"unknown mode {mode!r}.", hint=f"Use one of {', '.join(MODES)}.")
 
 

@@ -13,8 +13,6 @@ sections, each with the field's comment as its help text and its CLI flag in the
 
 from __future__ import annotations
 
-import html
-import inspect
 import logging
 import os
 import secrets
@@ -25,18 +23,28 @@ from typing import Any
 
 import gradio as gr
 
+from app.fusion_task import FUSION_MODES, round_frames
 from app.params import (
-    AUTOMATIC,
     COMMON_FIELDS,
+    FUSION_COMMON,
     PRESETS,
     config_specs,
-    format_vector,
-    label_of,
+    fusion_specs,
     preset_note,
     section_title,
 )
-from app.studio import Studio, repairer_status
-from app.tasks import MODES, JobOutputs
+from app.studio import Studio, repairer_note, repairer_status
+from app.tasks import MODES
+from app.widgets import (
+    metric_frames,
+    progress_html,
+    render_gallery,
+    round_frame,
+    status_markdown,
+    viewer_html,
+    widget_for,
+    with_keyword_defaults,
+)
 from genfusion.errors import GenFusionError
 from genfusion.flags import FieldSpec
 
@@ -44,12 +52,6 @@ logger = logging.getLogger(__name__)
 
 SECRET_NAME = ".browser_state_secret"
 SOURCE_CHOICES = [("Demo scene (fox)", "demo"), ("Upload", "upload"), ("Folder on this server", "folder")]
-CSS = """
-.gf-progress {height: 14px; background: #e5e7eb; border-radius: 7px; overflow: hidden}
-.gf-progress > div {height: 100%; background: linear-gradient(90deg, #f97316, #facc15); transition: width .4s}
-.gf-progress-text {font-size: 0.9em; margin-top: 4px}
-.gf-viewer iframe {width: 100%; height: 540px; border: 0; border-radius: 8px; background: #111}
-"""
 
 
 def browser_secret(jobs_root: Path) -> str:
@@ -89,122 +91,6 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error(str(err), print_exception=False) from None
 
     return wrapper
-
-
-# ----------------------------------------------------------------------------- widgets
-
-
-def widget_for(item: FieldSpec, **overrides: Any) -> gr.components.Component:
-    """The widget of one ReconstructConfig field (label shows the CLI flag, info its comment)."""
-    label = f"{label_of(item)}  ({item.flag})"
-    info = item.doc + ("  Leave empty for automatic." if item.optional else "")
-    if item.kind == "bool":
-        return gr.Checkbox(value=bool(item.default), label=label, info=item.doc, **overrides)
-    if item.kind == "choice":
-        return gr.Dropdown(
-            choices=list(item.choices), value=item.default, label=label, info=item.doc, **overrides
-        )
-    if item.kind == "sequence":
-        return gr.Textbox(
-            value=format_vector(item.default),
-            label=label,
-            info=info + " (numbers separated by spaces)",
-            **overrides,
-        )
-    if item.value_type in (int, float) and item.optional:
-        # A number box sends 0 when left empty; an optional field needs "empty = automatic".
-        value = "" if item.default is None else str(item.default)
-        return gr.Textbox(value=value, label=label, info=info, placeholder=AUTOMATIC, **overrides)
-    if item.value_type in (int, float):
-        precision = 0 if item.value_type is int else None
-        return gr.Number(value=item.default, label=label, info=info, precision=precision, **overrides)
-    return gr.Textbox(value=str(item.default), label=label, info=info, **overrides)
-
-
-def progress_html(status: dict[str, Any] | None) -> str:
-    """A progress bar from the job's last ProgressEvent."""
-    if not status:
-        return "<div class='gf-progress-text'>No job selected.</div>"
-    state = status["state"]
-    progress = status.get("progress") or {}
-    fraction = progress.get("fraction")
-    if state == "done":
-        fraction = 1.0
-    width = 0 if fraction is None else round(100 * fraction, 1)
-    parts = [html.escape(state)]
-    if state in ("running", "queued") and progress:
-        step, total = progress.get("step"), progress.get("total")
-        parts.append(html.escape(progress["stage"]) + (f" {step}/{total}" if total else f" {step}"))
-        if fraction and fraction > 0.02 and status.get("elapsed_s"):
-            remaining = status["elapsed_s"] * (1 - fraction) / fraction
-            parts.append(f"about {remaining:.0f} s left")
-    if state == "queued" and status.get("queue_position") is not None:
-        parts.append(f"{status['queue_position']} job(s) ahead")
-    metrics = status.get("train_metrics") or {}
-    if "psnr" in metrics:
-        parts.append(f"train PSNR {metrics['psnr']:.2f} dB")
-    if "num_gaussians" in metrics:
-        parts.append(f"{int(metrics['num_gaussians']):,} Gaussians")
-    text = " · ".join(parts)
-    return (
-        f"<div class='gf-progress'><div style='width:{width}%'></div></div>"
-        f"<div class='gf-progress-text'>{text}</div>"
-    )
-
-
-def status_markdown(status: dict[str, Any] | None) -> str:
-    if not status:
-        return "Pick a capture and press **Run**, or choose one of your jobs."
-    lines = [f"**{html.escape(status['title'])}**  \n`{status['id']}` · {status['state']}"]
-    if status.get("message"):
-        lines.append(html.escape(status["message"]))
-    test = status.get("test_metrics") or {}
-    if test.get("psnr") is not None:
-        lines.append(
-            f"Test views: PSNR {test['psnr']:.2f} dB, SSIM {test['ssim']:.3f} "
-            f"over {test['num_test_views']} views; "
-            f"{test['num_gaussians']:,} Gaussians after {test['iterations']} steps in {test['time_s']:.0f} s."
-        )
-    return "\n\n".join(lines)
-
-
-def viewer_html(job_id: str | None) -> str:
-    if not job_id:
-        return "<div class='gf-viewer'><p>The live viewer appears here once a job is selected.</p></div>"
-    src = f"viewer/{html.escape(job_id)}/"
-    return (
-        f"<div class='gf-viewer'><iframe src='{src}' allow='fullscreen' title='live viewer'></iframe>"
-        f"<p><a href='{src}' target='_blank'>Open the viewer in its own tab</a> · drag to orbit, scroll to "
-        "zoom; the panel has pause, render modes and the camera-path editor.</p></div>"
-    )
-
-
-def metric_frames(events: list[dict[str, Any]]) -> tuple[Any, Any]:
-    """(train PSNR, Gaussian count) over steps, as data frames for the line plots."""
-    import pandas as pd
-
-    rows = [
-        (e["step"], e["metrics"].get("psnr"), e["metrics"].get("num_gaussians"), e["metrics"].get("loss"))
-        for e in events
-        if e["stage"] == "reconstruct" and e.get("metrics")
-    ]
-    frame = pd.DataFrame(rows, columns=["step", "psnr", "num_gaussians", "loss"])
-    return frame.dropna(subset=["psnr"]), frame.dropna(subset=["num_gaussians"])
-
-
-def render_gallery(job_dir: Path) -> list[tuple[str, str]]:
-    renders = JobOutputs(job_dir).run_dir / "renders"
-    if not renders.is_dir():
-        return []
-    return [(str(p), f"{p.stem}: render | photo") for p in sorted(renders.glob("*.png"))[:24]]
-
-
-def with_keyword_defaults(fn: Callable, names: dict[str, Any]) -> inspect.Signature:
-    """``fn``'s signature with its ``**kwargs`` replaced by one keyword parameter per name
-    (default None), so Gradio's API shows each setting as an optional named parameter."""
-    params = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in names]
-    return inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
 
 
 # ----------------------------------------------------------------------------- the page
@@ -275,6 +161,19 @@ def build_ui(studio: Studio) -> gr.Blocks:
                             with gr.Row():
                                 for item in items[start : start + 2]:
                                     widgets[item.name] = widget_for(item)
+                with gr.Group(visible=False) as fusion_box:
+                    mode_text = gr.Markdown()
+                    fusion_widgets: dict[str, gr.components.Component] = {}
+                    fusion_items = {item.name: item for item in fusion_specs()}
+                    for name in FUSION_COMMON:
+                        fusion_widgets[name] = widget_for(fusion_items[name])
+                    repairer_text = gr.Markdown(repairer_note("auto"))
+                    with gr.Accordion("Fusion settings (every flag of `genfusion fuse`)", open=False):
+                        others = [item for name, item in fusion_items.items() if name not in FUSION_COMMON]
+                        for start in range(0, len(others), 2):
+                            with gr.Row():
+                                for item in others[start : start + 2]:
+                                    fusion_widgets[item.name] = widget_for(item)
                 with gr.Row():
                     run_button = gr.Button("Run", variant="primary")
                     cancel_button = gr.Button("Cancel", variant="stop")
@@ -304,6 +203,19 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 with gr.Row():
                     mesh_file = gr.File(label="mesh.glb", interactive=False)
                     video_file = gr.File(label="video.mp4", interactive=False)
+                with gr.Row():
+                    rounds_plot = gr.LinePlot(
+                        x="step",
+                        y="psnr",
+                        color="views",
+                        title="Fusion: held-out PSNR per round (dB)",
+                        height=220,
+                    )
+                rounds_view = gr.Gallery(
+                    label="Fusion rounds: rendered | repaired | unreliable (latest first)",
+                    columns=3,
+                    height=240,
+                )
                 model = gr.Model3D(label="Result (.splat; the viewer above is the live one)", height=360)
                 gallery = gr.Gallery(label="Test views: render | photo", columns=4, height=220)
                 with gr.Accordion("Camera path and job details", open=False):
@@ -352,12 +264,17 @@ def build_ui(studio: Studio) -> gr.Blocks:
             request: gr.Request = None,
             **settings: Any,
         ) -> str:
-            """Start a job; returns its id. Settings are ReconstructConfig fields (CLI flags)."""
-            return studio.run(owner_of(owner, request), source, files, folder, mode, settings)
+            """Start a job; returns its id. Settings are ReconstructConfig fields (the flags of
+            `genfusion reconstruct`) and, for the fusion modes, FusionConfig fields (`genfusion
+            fuse`); ``from_job``: a job of yours whose camera_path.json a `complete` run follows."""
+            from_job = settings.pop("from_job", None) or None
+            who = owner_of(owner, request)
+            return studio.run(who, source, files, folder, mode, settings, from_job=from_job)
 
         # The API lists every setting by its field name, all optional (what the client leaves out
         # keeps the page's default, None = automatic), as `genfusion reconstruct` flags are.
-        run.__signature__ = with_keyword_defaults(run, widgets)
+        run_kwargs = {**widgets, **fusion_widgets, "from_job": job_id}
+        run.__signature__ = with_keyword_defaults(run, run_kwargs)
 
         @user_errors
         def cancel(job: str, owner: str | None = None, request: gr.Request = None) -> dict[str, Any]:
@@ -433,6 +350,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     None,
                     None,
                     [],
+                    round_frame([]),
+                    [],
                     {"job": None, "events": -1, "state": None},
                 )
             who = owner_of(owner_key, request)
@@ -440,7 +359,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 info = studio.status(who, job)
             except GenFusionError as err:
                 gr.Warning(str(err))
-                return (gr.skip(),) * 9 + ({"job": None, "events": -1, "state": None},)
+                return (gr.skip(),) * 11 + ({"job": None, "events": -1, "state": None},)
             all_events = studio.events(who, job)
             done = info["state"] == "done"
             files_now = [str(p) for p in studio.downloads(who, job)] if done else None
@@ -455,12 +374,14 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 files_now,
                 str(splat) if splat else None,
                 render_gallery(job_dir),
+                round_frame(all_events),
+                round_frames(job_dir),
                 {"job": job, "events": len(all_events), "state": info["state"]},
             )
 
         def tick(job: str | None, owner_key: str | None, last: dict[str, Any], request: gr.Request):
             """Once a second: progress, status and plots of the shown job (only what changed)."""
-            nothing = (gr.skip(),) * 8
+            nothing = (gr.skip(),) * 10
             if not job or last.get("job") != job:
                 return (*nothing, last)
             who = owner_of(owner_key, request)
@@ -472,13 +393,17 @@ def build_ui(studio: Studio) -> gr.Blocks:
             count = len(job_obj.events())
             if count == last.get("events") and info["state"] == last.get("state"):
                 return (*nothing, last)
-            frames = metric_frames(job_obj.events())
+            all_events = job_obj.events()
+            frames = metric_frames(all_events)
+            rounds_now = round_frame(all_events)
+            new_round = len(rounds_now) != last.get("round_rows", 0)
+            round_images = round_frames(job_obj.folder) if new_round else gr.skip()
             finished_now = info["state"] == "done" and last.get("state") != "done"
             files_now = [str(p) for p in studio.downloads(who, job)] if finished_now else gr.skip()
             splat = studio.splat_file(who, job) if finished_now else None
             model_now = str(splat) if splat else gr.skip()
             gallery_now = render_gallery(job_obj.folder) if finished_now else gr.skip()
-            new_last = {"job": job, "events": count, "state": info["state"]}
+            new_last = {"job": job, "events": count, "state": info["state"], "round_rows": len(rounds_now)}
             return (
                 progress_html(info),
                 status_markdown(info),
@@ -486,6 +411,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 files_now,
                 model_now,
                 gallery_now,
+                rounds_now if new_round else gr.skip(),
+                round_images,
                 gr.update(choices=job_choices(who)) if info["state"] != last.get("state") else gr.skip(),
                 new_last,
             )
@@ -497,8 +424,17 @@ def build_ui(studio: Studio) -> gr.Blocks:
             return values.get("iterations", gr.skip()), values.get("downscale", gr.skip())
 
         def mode_note(value: str):
-            if value != "reconstruct":
-                gr.Info(MODES[value])
+            """The fusion box shows for the fusion modes, with what the chosen mode does."""
+            if value not in FUSION_MODES:
+                return gr.update(visible=False), ""
+            text = f"**{MODES[value]}.** The mode's protocol and round schedule apply, sized by the budget; "
+            text += "settings you change above win over them."
+            if value == "complete":
+                text += (
+                    " It generates along the camera path of the job shown on the right (drawn in its "
+                    "viewer's camera-path editor or uploaded below), or around an ellipse without one."
+                )
+            return gr.update(visible=True), text
 
         # ------------------------------------------------------------- wiring
 
@@ -522,14 +458,17 @@ def build_ui(studio: Studio) -> gr.Blocks:
         preset.change(
             apply_preset, preset, [widgets["iterations"], widgets["downscale"]], api_visibility="private"
         )
-        mode.change(mode_note, mode, None, api_visibility="private")
+        mode.change(mode_note, mode, [fusion_box, mode_text], api_visibility="private")
+        fusion_widgets["repairer"].change(
+            repairer_note, fusion_widgets["repairer"], repairer_text, api_visibility="private"
+        )
 
         started = run_button.click(
             run,
             [source, files, folder, mode, owner],
             job_id,
             api_name="run",
-            inputs_kwargs=widgets,
+            inputs_kwargs=run_kwargs,
             concurrency_limit=4,
         )
         started.success(refresh_jobs, [owner], jobs, api_visibility="private").then(
@@ -547,14 +486,39 @@ def build_ui(studio: Studio) -> gr.Blocks:
         jobs.change(
             select,
             [jobs, owner],
-            [job_id, progress, status_text, viewer, psnr_plot, count_plot, downloads, model, gallery, seen],
+            [
+                job_id,
+                progress,
+                status_text,
+                viewer,
+                psnr_plot,
+                count_plot,
+                downloads,
+                model,
+                gallery,
+                rounds_plot,
+                rounds_view,
+                seen,
+            ],  # fmt: skip
             api_visibility="private",
         )
         refresh_button.click(refresh_jobs, [owner], jobs, api_visibility="private")
         timer.tick(
             tick,
             [job_id, owner, seen],
-            [progress, status_text, psnr_plot, count_plot, downloads, model, gallery, jobs, seen],
+            [
+                progress,
+                status_text,
+                psnr_plot,
+                count_plot,
+                downloads,
+                model,
+                gallery,
+                rounds_plot,
+                rounds_view,
+                jobs,
+                seen,
+            ],  # fmt: skip
             api_visibility="private",
             concurrency_limit=None,
             show_progress="hidden",
@@ -576,4 +540,4 @@ def build_ui(studio: Studio) -> gr.Blocks:
     return demo
 
 
-__all__ = ["CSS", "build_ui", "browser_secret", "metric_frames", "owner_of", "progress_html", "widget_for"]
+__all__ = ["build_ui", "browser_secret", "owner_of", "user_errors"]

@@ -9,9 +9,13 @@ What it shows:
   them into viser's splat buffer and sends it, so training waits only for the copy
   (``benchmarks/bench_viewer.py`` measures the slowdown);
 - the input cameras as frusta with their photos (training views grey, test views blue);
+- a fusion job's generated views (magenta): the latest round's novel cameras, from its
+  ``fusion.round`` event (a finished job's from ``fusion_rounds.json``), with the share of their
+  pixels that was unreliable before repair;
 - controls: pause / resume streaming, and a render mode: RGB (splats drawn by the browser) or
-  depth / alpha / normals, rendered on the server from the browser's camera by the library's
-  rasteriser at a small size, only while such a mode is selected;
+  depth / alpha / normals / unreliable (the pixels a fusion round would repair, tinted magenta),
+  rendered on the server from the browser's camera by the library's rasteriser at a small size,
+  only while such a mode is selected;
 - a camera-path editor: add a keyframe from the current view, delete the last one, clear, save
   ``camera_path.json`` (nerfstudio format) into the job folder, load it back.
 
@@ -38,6 +42,7 @@ import numpy as np
 import torch
 
 from app.camera_path import Keyframe, keyframe_from_viser, load_keyframes, save_keyframes
+from app.fusion_task import read_rounds
 from app.jobs import Job, JobManager
 from app.tasks import CACHE_DIR, CAMERA_PATH_NAME, LiveSplats, SceneCameras, _loaded_run
 from genfusion.data.types import Camera, Scene
@@ -46,10 +51,12 @@ from genfusion.progress import ProgressEvent
 
 logger = logging.getLogger(__name__)
 
-RENDER_MODES = ("RGB (splats)", "depth", "alpha", "normals")
+RENDER_MODES = ("RGB (splats)", "depth", "alpha", "normals", "unreliable")
+UNRELIABLE_TINT = np.array([255, 0, 200], dtype=np.float32)  # what the fusion loop would repair
 TRAIN_COLOR = (200, 200, 200)
 TEST_COLOR = (60, 140, 255)
 KEYFRAME_COLOR = (255, 150, 0)
+GENERATED_COLOR = (230, 60, 200)  # the fusion round's novel views (rendered, repaired, trained on)
 _BANNER_LOCK = threading.Lock()
 
 
@@ -154,7 +161,10 @@ def colorize(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def render_mode_image(
     splats: Mapping[str, torch.Tensor], method: str, camera: Camera, mode: str
 ) -> np.ndarray:
-    """Depth, alpha or normals of ``splats`` seen from ``camera``, as a uint8 image."""
+    """Depth, alpha, normals or the unreliable pixels of ``splats`` seen from ``camera``, as a uint8
+    image. ``unreliable``: the colour render with the pixels the fusion loop counts as unreliable
+    (:func:`genfusion.fusion.expansion.unreliable_mask`: low alpha or no depth) tinted magenta."""
+    from genfusion.fusion.expansion import unreliable_mask
     from genfusion.splat.cameras import camera_tensors
     from genfusion.splat.depth_normals import depth_to_normal
     from genfusion.splat.render import render_splats
@@ -164,6 +174,11 @@ def render_mode_image(
     with torch.no_grad():
         out = render_splats(splats, viewmats, Ks, camera.width, camera.height, sh_degree=degree, mode=method)
     alpha = out.alpha[0, ..., 0].numpy()
+    if mode == "unreliable":
+        rgb = out.rgb[0].clamp(0, 1).numpy() * 255
+        mask = unreliable_mask(out.alpha[0], out.depth[0]).numpy()
+        rgb[mask] = 0.35 * rgb[mask] + 0.65 * UNRELIABLE_TINT
+        return rgb.astype(np.uint8)
     if mode == "alpha":
         return (np.repeat(alpha[..., None], 3, axis=2) * 255).astype(np.uint8)
     depth = out.depth[0]
@@ -224,6 +239,9 @@ class JobViewer:
         self._cond = threading.Condition()
         self._pending_splats: tuple[dict[str, torch.Tensor], str, int] | None = None
         self._pending_cameras: SceneCameras | None = None
+        self._pending_round: tuple[list[np.ndarray], str] | None = None  # generated cameras, status
+        self._generated: list[Any] = []  # the last round's frusta
+        self._fov_aspect = (math.radians(50.0), 4 / 3)  # of the input cameras, for generated views
         self._shown: tuple[dict[str, torch.Tensor], str] | None = None  # for server-side render modes
         self._splat_handle: Any = None
         self._start_view: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -254,6 +272,16 @@ class JobViewer:
             hint="Depth / alpha / normals are rendered on the server.",
         )
         self.show_cameras_box = gui.add_checkbox("Show input cameras", initial_value=True)
+        self.show_generated_box = gui.add_checkbox(
+            "Show generated views",
+            initial_value=True,
+            hint="A fusion job's latest round: the novel views it rendered, repaired and trained on.",
+        )
+
+        @self.show_generated_box.on_update
+        def _(_event) -> None:
+            for frustum in self._generated:
+                frustum.visible = self.show_generated_box.value
 
         @self.mode.on_update
         def _(_event) -> None:
@@ -388,6 +416,15 @@ class JobViewer:
             with self._cond:
                 self._pending_splats = (snapshot, payload.method, event.step)
                 self._cond.notify()
+        elif event.stage == "fusion.round" and isinstance(payload, dict):
+            cameras = [np.asarray(c, dtype=np.float64) for c in payload.get("cameras", [])]
+            share = event.metrics.get("unreliable_before")
+            text = f"Fusion round {int(payload.get('round', 0)) + 1}: {len(cameras)} generated views"
+            if share is not None:
+                text += f", {100 * share:.0f}% unreliable before repair"
+            with self._cond:
+                self._pending_round = (cameras, text)
+                self._cond.notify()
         if event.stage == "job":
             self._set_status(job=f"**{event.message}**")
 
@@ -406,7 +443,7 @@ class JobViewer:
 
     def _set_status(self, **parts: str) -> None:
         self._status_parts.update(parts)
-        lines = [self._status_parts[k] for k in ("job", "splats") if self._status_parts.get(k)]
+        lines = [self._status_parts[k] for k in ("job", "splats", "fusion") if self._status_parts.get(k)]
         self.status.content = "  \n".join(lines) or "Waiting for the job to start training..."
 
     def show_cameras(
@@ -419,6 +456,7 @@ class JobViewer:
         up, target, size = scene_frame(cameras)
         self._frustum_scale = 0.04 * size
         self._render_height = cameras[0].height
+        self._fov_aspect = (vertical_fov(cameras[0]), cameras[0].width / cameras[0].height)
         scene_api = self.server.scene
         scene_api.set_up_direction(tuple(float(v) for v in up))
         start = cameras[train_ids[0] if train_ids else 0]
@@ -445,6 +483,26 @@ class JobViewer:
                     visible=self.show_cameras_box.value,
                 )
             )
+
+    def show_generated(self, camtoworlds: list[np.ndarray], text: str) -> None:
+        """Frusta for a fusion round's generated views (replacing the previous round's)."""
+        for frustum in self._generated:
+            frustum.remove()
+        fov, aspect = self._fov_aspect
+        self._generated = [
+            self.server.scene.add_camera_frustum(
+                f"/generated/{index:04d}",
+                fov=fov,
+                aspect=aspect,
+                scale=0.8 * self._frustum_scale,
+                color=GENERATED_COLOR,
+                wxyz=wxyz_of(c2w[:3, :3]),
+                position=c2w[:3, 3],
+                visible=self.show_generated_box.value,
+            )
+            for index, c2w in enumerate(camtoworlds)
+        ]
+        self._set_status(fusion=text)
 
     # ------------------------------------------------------------------ server-side render modes
 
@@ -480,19 +538,26 @@ class JobViewer:
         while True:
             with self._cond:
                 while not (
-                    self._closed or self._pending_splats or self._pending_cameras or self._dirty_clients
+                    self._closed
+                    or self._pending_splats
+                    or self._pending_cameras
+                    or self._pending_round
+                    or self._dirty_clients
                 ):
                     self._cond.wait()
                 if self._closed:
                     return
                 cameras, self._pending_cameras = self._pending_cameras, None
                 splats, self._pending_splats = self._pending_splats, None
+                generated, self._pending_round = self._pending_round, None
                 dirty, self._dirty_clients = self._dirty_clients, set()
             try:
                 if cameras is not None:
                     self.show_cameras(cameras.scene, cameras.train_ids, cameras.test_ids)
                 if splats is not None:
                     self.show_splats(*splats)
+                if generated is not None:
+                    self.show_generated(*generated)
                 if dirty and self.mode.value != RENDER_MODES[0]:
                     clients = self.server.get_clients()
                     for client_id in dirty:
@@ -522,6 +587,15 @@ class JobViewer:
             with self._cond:
                 self._pending_splats = (run.splats, run.method, run.step)
                 self._cond.notify()
+        rounds = read_rounds(self.folder)
+        if rounds:
+            last = rounds[-1]
+            share = last["metrics"].get("unreliable_before")
+            text = f"Fusion round {last['round'] + 1}: {len(last['cameras'])} generated views"
+            text += "" if share is None else f", {100 * share:.0f}% unreliable before repair"
+            with self._cond:
+                self._pending_round = ([np.asarray(c, dtype=np.float64) for c in last["cameras"]], text)
+                self._cond.notify()
         if (self.folder / CAMERA_PATH_NAME).is_file():
             try:
                 self.load_camera_path()
@@ -533,7 +607,8 @@ class JobViewer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._cond:
-                idle = self._pending_splats is None and self._pending_cameras is None
+                pending = (self._pending_splats, self._pending_cameras, self._pending_round)
+                idle = all(item is None for item in pending)
             if idle:
                 return True
             time.sleep(0.05)

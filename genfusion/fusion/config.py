@@ -54,7 +54,7 @@ class ModePreset:
 PRESETS: dict[str, ModePreset] = {
     "masked": ModePreset(7_000, "masked2", "training", None, 0.5, 0.8, False),
     "sparse": ModePreset(7_000, "sparse3", "ellipse", 85, 1.0, 0.5, False),
-    "complete": ModePreset(26_000, "holdout8", "auto", 48, 1.0, 0.2, True),
+    "complete": ModePreset(26_000, "holdout8", "ellipse", 48, 1.0, 0.2, True),  # or the user's path
 }
 PREVIEW_ITERATIONS = 1_500
 PREVIEW_LONG_SIDE = 120  # pixels: a preview downscales photos to about this size
@@ -71,8 +71,8 @@ class FusionConfig:
     budget: Budget = "auto"  # paper (published lengths), preview (CPU-sized) or auto (paper on CUDA)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig, metadata=FLAT)  # reconstruction
     rounds: tuple[int, ...] | None = None  # steps of the generation rounds; None = the mode's, scaled
-    path: PathKind = "auto"  # novel views: training, ellipse, orbit, interpolate, file; auto = the mode's
-    camera_path: str | None = None  # nerfstudio camera_path.json to generate along (path file / complete)
+    path: PathKind = "auto"  # novel views: training, ellipse, orbit, interpolate, file; auto: file if given
+    camera_path: str | None = None  # nerfstudio camera_path.json to generate along (implies path file)
     views_per_round: int | None = None  # novel views rendered per round; None = the mode's
     clip_length: int = 16  # consecutive novel views repaired together (the repair model's clip)
     tilt_deg: float = 10.0  # ellipse paths tilt by this many more degrees each round
@@ -176,7 +176,7 @@ def resolve(
         config,
         reconstruct=reconstruct,
         rounds=rounds,
-        path=preset.path if config.path == "auto" else config.path,
+        path=config.path if config.path != "auto" else ("file" if config.camera_path else preset.path),
         lambda_reg=preset.lambda_reg if config.lambda_reg is None else config.lambda_reg,
         expansion=preset.expansion if config.expansion is None else config.expansion,
         views_per_round=config.views_per_round if config.views_per_round is not None else preset.views,

@@ -35,8 +35,9 @@ CHROMIUM_ARGS = [
 ]
 TINY = {"downscale": 8, "init_random_points": 2000, "method": "3dgs"}  # 34x60 pixels
 FINISHED = ("done", "failed", "cancelled", "interrupted")
-# Steps of the browser test's job; its page screenshot becomes docs/images/app.png (README). Set
-# GENFUSION_APP_SHOT_ITERATIONS=600 once for a nicer picture; the default keeps the test short.
+# Steps of the browser test's job. README's picture is this test's page screenshot, saved only when
+# asked (tests never write into the checkout): GENFUSION_APP_SHOT=docs/images/app.png
+# GENFUSION_APP_SHOT_ITERATIONS=600 python -m pytest tests/app -k chromium
 ITERATIONS = int(os.environ.get("GENFUSION_APP_SHOT_ITERATIONS", "40"))
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -223,6 +224,42 @@ def test_two_clients_run_side_by_side_and_a_cancel_disturbs_neither(app_server, 
     assert read_ply_info(run / "splats.ply").num_gaussians == checkpoint["splats"]["means"].shape[0]
 
 
+# ----------------------------------------------------------------------------- fusion
+
+
+def test_a_completion_follows_the_camera_path_of_another_job(app_server, tmp_path):
+    """A path drawn (here: uploaded) on one job steers a ``complete`` run started from it."""
+    from app.camera_path import Keyframe, save_keyframes
+    from genfusion.data import load_scene
+    from genfusion.data.camera_path import read_camera_path
+
+    client = _client(app_server, tmp_path / "client")
+    first = client.predict(source="demo", iterations=5, **TINY, api_name="/run")
+    assert _wait(client, first)["state"] == "done"
+    cameras = load_scene(DEMO, downscale=8, cache_dir=tmp_path / "cache").cameras
+    keys = [Keyframe(c.camtoworld, fov=0.9, aspect=c.width / c.height) for c in cameras[10:40:10]]
+    path = save_keyframes(tmp_path / "camera_path.json", keys, height=60)
+    assert "saved to the job" in client.predict(first, handle_file(str(path)), api_name="/set_camera_path")
+    job = client.predict(source="demo", mode="complete", from_job=first, iterations=40, budget="preview",
+                         repairer="reproject+fallback", clip_length=4, views_per_round=6, **TINY,
+                         api_name="/run")  # fmt: skip
+    status = _wait(client, job)
+    assert status["state"] == "done", status["message"]
+    assert status["fusion"]["rounds_done"] == status["fusion"]["rounds_total"] >= 2
+    folder = app_server.jobs_root / job
+    resolved = json.loads((folder / "run" / "fusion_config.json").read_text())
+    assert resolved["mode"] == "complete" and resolved["path"] == "file"
+    assert resolved["camera_path"] == str(folder / "camera_path.json")  # the job's own copy
+    frames, _ = read_camera_path(folder / "camera_path.json")
+    keep = np.linspace(0, len(frames) - 1, 6).round().astype(int)  # the even subsample of 6 views
+    expected = np.stack([frames[i].center for i in keep])
+    for record in json.loads((folder / "fusion_rounds.json").read_text())["rounds"]:
+        centers = np.asarray(record["cameras"])[:, :3, 3]
+        assert np.allclose(centers, expected, atol=1e-4)
+    events = client.predict(job, 0, api_name="/events")
+    assert [e["stage"] for e in events].count("fusion.round") == status["fusion"]["rounds_total"]
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -245,7 +282,8 @@ def test_bad_input_gets_a_message_and_the_server_keeps_serving(app_server, tmp_p
         ({"source": "demo", "downscale": 0}, "--downscale"),
         ({"source": "folder", "folder": "/etc"}, "outside"),
         ({"source": "folder", "folder": str(REPO / "genfusion")}, "outside"),
-        ({"source": "demo", "mode": "sparse"}, "fusion loop"),
+        ({"source": "demo", "mode": "masked", "repairer": "diffusion"}, "diffusion repair model"),
+        ({"source": "demo", "mode": "complete", "rounds": "30 20"}, "--rounds must increase"),
     ]
     for kwargs, message in cases:
         with pytest.raises(Exception, match=message):
@@ -343,9 +381,10 @@ def test_the_page_and_the_viewer_in_headless_chromium(app_server, tmp_path):
             shot = tmp_path / "page.png"
             _settled(page, shot, region=(700, 560, 1300, 1100))  # the viewer inside the page
             mark("page picture taken")
-            readme_image = REPO / "docs" / "images" / "app.png"
-            readme_image.parent.mkdir(parents=True, exist_ok=True)
-            Image.open(shot).convert("RGB").save(readme_image, optimize=True)
+            if os.environ.get("GENFUSION_APP_SHOT"):
+                readme_image = REPO / os.environ["GENFUSION_APP_SHOT"]
+                readme_image.parent.mkdir(parents=True, exist_ok=True)
+                Image.open(shot).convert("RGB").save(readme_image, optimize=True)
             page.close()  # its viewer keeps rendering in software otherwise
 
             viewer = browser.new_page(viewport={"width": 800, "height": 560})  # software WebGL: keep it small

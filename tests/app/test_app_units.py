@@ -270,8 +270,15 @@ def test_refused_input_leaves_no_job_folder(tmp_path):
     ):
         with pytest.raises(GenFusionError):
             studio.run("alice", mode="reconstruct", **kwargs)
-    with pytest.raises(GenFusionError, match="fusion loop"):
-        studio.run("alice", "demo", None, None, "masked", {})
+    for settings, needle in (
+        ({"repairer": "diffusion"}, "needs the diffusion repair model"),  # not installed in tests
+        ({"rounds": "30 20"}, "--rounds must increase"),
+        ({"iterations": 40, "rounds": "50"}, "outside the run"),
+        ({"clip_length": 500}, "limit"),
+        ({"no_such_flag": 1}, "unknown setting"),
+    ):
+        with pytest.raises(GenFusionError, match=needle):
+            studio.run("alice", "demo", None, None, "masked", settings)
     assert [p.name for p in (tmp_path / "jobs").iterdir() if not p.name.startswith(".")] == []
     studio.close()
 

@@ -46,6 +46,9 @@ def test_presets_fill_what_was_not_given():
     complete = resolve(FusionConfig(mode="complete", budget="paper"))
     assert complete.reconstruct.iterations == 26_000 and complete.expansion
     assert complete.reconstruct.generated_dssim == 0.2 and complete.views_per_round == 48
+    assert complete.path == "ellipse"  # the mode's path without a camera path, the file with one
+    assert resolve(FusionConfig(mode="complete", camera_path="path.json")).path == "file"
+    assert resolve(FusionConfig(mode="complete", camera_path="path.json", path="orbit")).path == "orbit"
 
 
 def test_preview_budget_sizes_a_cpu_run_but_explicit_settings_win():
