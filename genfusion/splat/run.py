@@ -23,6 +23,7 @@ a resume is consistent.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ def reconstruct(
     resume: dict[str, Any] | None = None,
     quiet: bool = False,
     progress: ProgressCallback | None = None,
+    stop_check: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train on ``scene``, then write the whole run folder ``out_dir``; returns the metrics
     (what ``metrics.json`` holds).
@@ -122,7 +124,8 @@ def reconstruct(
     can check it trains on the same capture; None stores ``scene.root``. ``resume`` is a loaded
     checkpoint (:func:`genfusion.splat.checkpoint.load_checkpoint`) to continue from; checking
     that it matches ``config`` is the caller's job. ``progress`` receives the training events;
-    without it a tqdm bar is shown unless ``quiet``.
+    without it a tqdm bar is shown unless ``quiet``. ``stop_check()`` returning True cancels
+    (:class:`~genfusion.errors.Cancelled`); the checkpoint keeps the last saved step.
 
     ``out_dir`` is created only once the Trainer has accepted the run (memory estimate, split,
     device), so a refused run leaves nothing behind. Errors are :class:`GenFusionError`.
@@ -142,7 +145,7 @@ def reconstruct(
         out_dir.mkdir(parents=True, exist_ok=True)
         if resume is not None:
             trainer.load_state(resume)
-        trainer.train()
+        trainer.train(stop_check=stop_check)
         trainer.save_checkpoint()
         evaluation = trainer.evaluate()
     write_run(out_dir, trainer, evaluation)
