@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from genfusion.cli import main
@@ -80,7 +81,11 @@ def test_sparse_protocol_writes_both_arms_table_and_reuses(sparse_run):
     assert "| sparse views (PSNR/SSIM/LPIPS) | 3 views | 30 views |" in table
     assert "| GenFusion, published (Mip-NeRF 360) | 15.29/0.369/0.585 | — |" in table
     assert "| fern / 3DGS |" in table
-    assert (out / "psnr_per_round.png").is_file() or "matplotlib is not installed" in printed
+    from PIL import Image  # the plot: matplotlib is a dependency, so it is always drawn
+
+    with Image.open(out / "psnr_per_round.png") as plot:
+        assert plot.format == "PNG" and min(plot.size) > 200
+        assert np.asarray(plot.convert("L")).std() > 5  # lines and labels, not a blank canvas
     # the same command again: every finished run is reused, the results do not change
     before = (out / "results.json").read_bytes()
     code, again = _eval(args)
