@@ -23,13 +23,21 @@ from genfusion.splat.config import ReconstructConfig, Schedule
 
 # gsplat's prune thresholds: 2DGS surfels are pruned earlier (simple_trainer_2dgs), 3DGS later.
 DEFAULT_PRUNE_OPACITY = {"2dgs": 0.05, "3dgs": 0.005}
+# Without opacity resets (every run shorter than ~4k steps) 2DGS prunes at 3DGS's threshold: the
+# reference's 0.05 belongs to its 30k schedule, where a reset every 3,000 steps re-opens the
+# surfels; without one, 0.05 removes surfels still growing (fox 34x60, 1,000 steps: 20.04 dB at
+# 0.05, 21.19 at 0.005, the textbook control 20.88; benchmarks/results/quality.json).
+NO_RESET_PRUNE_OPACITY = 0.005
 
 
-def prune_opacity_of(config: ReconstructConfig) -> float:
-    """The opacity below which Gaussians are pruned (the method's default unless set)."""
-    if config.prune_opacity is None:
-        return DEFAULT_PRUNE_OPACITY[config.method]
-    return config.prune_opacity
+def prune_opacity_of(config: ReconstructConfig, schedule: Schedule | None = None) -> float:
+    """The opacity below which Gaussians are pruned: as set, else the method's default (for 2DGS
+    only when ``schedule`` resets opacities; see NO_RESET_PRUNE_OPACITY)."""
+    if config.prune_opacity is not None:
+        return config.prune_opacity
+    if config.method == "2dgs" and schedule is not None and not schedule.reset_steps:
+        return NO_RESET_PRUNE_OPACITY
+    return DEFAULT_PRUNE_OPACITY[config.method]
 
 
 def build_strategy(config: ReconstructConfig, schedule: Schedule, device: torch.device) -> Strategy:
@@ -41,7 +49,7 @@ def build_strategy(config: ReconstructConfig, schedule: Schedule, device: torch.
             refine_stop_iter=max(schedule.refine_stop, schedule.refine_start + 1),
             refine_every=schedule.refine_every,
         )
-    prune_opa = prune_opacity_of(config)
+    prune_opa = prune_opacity_of(config, schedule)
     return DefaultStrategy(
         prune_opa=prune_opa,
         grow_grad2d=config.grow_grad2d,

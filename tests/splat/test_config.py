@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
 from genfusion.errors import GenFusionError
 from genfusion.splat.config import (
@@ -98,3 +99,20 @@ def test_masked_splits_parse():
     assert parse_split("unmasked2") == ("unmasked", 2)
     with pytest.raises(GenFusionError, match="masked2 / masked4"):
         parse_split("mask2")
+
+
+def test_prune_threshold_follows_the_method_and_whether_the_run_resets_opacities():
+    from genfusion.splat.densify import build_strategy, prune_opacity_of
+
+    short, long = (
+        ReconstructConfig(method="2dgs", iterations=1_000),
+        ReconstructConfig(method="2dgs", iterations=30_000),
+    )
+    assert not schedule_for(short).reset_steps and schedule_for(long).reset_steps
+    assert prune_opacity_of(short, schedule_for(short)) == 0.005  # no reset: gsplat's threshold
+    assert prune_opacity_of(long, schedule_for(long)) == 0.05  # the 2DGS reference's, with its resets
+    assert prune_opacity_of(ReconstructConfig(method="3dgs"), schedule_for(ReconstructConfig())) == 0.005
+    mine = ReconstructConfig(method="2dgs", iterations=1_000, prune_opacity=0.2)
+    assert prune_opacity_of(mine, schedule_for(mine)) == 0.2  # a value given is used as given
+    strategy = build_strategy(short, schedule_for(short), torch.device("cpu"))
+    assert strategy.prune_opa == 0.005
