@@ -38,13 +38,13 @@ from app.tasks import (
     CAMERA_PATH_NAME,
     MODES,
     RUN_DIR,
-    SCENE_DIR,
     SUMMARY_NAME,
     LiveSplats,
     SceneCameras,
-    _headline,
-    _metrics_line,
     export_splat,
+    headline,
+    metrics_line,
+    posed_scene,
     scene_info,
 )
 from genfusion.atomic import write_json_atomic
@@ -222,16 +222,7 @@ def fusion_task(
     job_dir = Path(job_dir)
 
     def task(progress: ProgressCallback, stop_check: Callable[[], bool]) -> dict[str, Any]:
-        scene_path = capture.path
-        if capture.needs_poses:
-            from genfusion.data.sfm import estimate_poses
-
-            emit(progress, ProgressEvent("poses", 0, None, "estimating camera poses with pycolmap"))
-            scene_path = estimate_poses(
-                capture.path, job_dir / SCENE_DIR, config=sfm, progress=progress, stop_check=stop_check
-            )
-        if stop_check():
-            raise Cancelled("cancelled before training started")
+        scene_path = posed_scene(job_dir, capture, progress, stop_check, sfm=sfm)
         planned = with_job_camera_path(job_dir, config)
         resolved, scene = plan_fusion(scene_path, planned, explicit, limits, cache_dir=job_dir / CACHE_DIR)
         write_json_atomic(job_dir / SUMMARY_NAME, summarize_scene(scene))
@@ -295,9 +286,9 @@ def fusion_task(
             message = f"cancelled at step {trainer.step} of {rc.iterations}; {kept}"
             raise Cancelled(message, step=trainer.step) from None
         export_splat(job_dir, trainer.splats, rc.method)
-        emit(progress, ProgressEvent("evaluate", 1, 1, _metrics_line(metrics), metrics=_headline(metrics)))
+        emit(progress, ProgressEvent("evaluate", 1, 1, metrics_line(metrics), metrics=headline(metrics)))
         return {
-            "metrics": _headline(metrics),
+            "metrics": headline(metrics),
             "scene": str(scene_path),
             "run": str(run_dir),
             "mode": resolved.mode,

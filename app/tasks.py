@@ -112,6 +112,29 @@ def scene_info(scene_path: Path, scene: Scene, config: ReconstructConfig) -> dic
     return {"path": str(scene_path), "downscale": config.downscale, "format": scene.format}
 
 
+def posed_scene(
+    job_dir: Path,
+    capture: Capture,
+    progress: ProgressCallback,
+    stop_check: Callable[[], bool],
+    *,
+    sfm: Any = None,
+) -> Path:
+    """The capture's scene folder: as given when it is posed, else ``scene/`` after pycolmap
+    (every job kind starts here); Cancelled when asked to stop before training."""
+    scene_path = capture.path
+    if capture.needs_poses:
+        from genfusion.data.sfm import estimate_poses
+
+        emit(progress, ProgressEvent("poses", 0, None, "estimating camera poses with pycolmap"))
+        scene_path = estimate_poses(
+            capture.path, Path(job_dir) / SCENE_DIR, config=sfm, progress=progress, stop_check=stop_check
+        )
+    if stop_check():
+        raise Cancelled("cancelled before training started")
+    return scene_path
+
+
 def reconstruct_task(job_dir: Path, capture: Capture, config: ReconstructConfig, *, sfm: Any = None):
     """The task of a reconstruction job: (poses) -> load -> train -> evaluate -> run folder.
 
@@ -125,16 +148,7 @@ def reconstruct_task(job_dir: Path, capture: Capture, config: ReconstructConfig,
     from genfusion.splat.trainer import Trainer
 
     def task(progress: ProgressCallback, stop_check: Callable[[], bool]) -> dict[str, Any]:
-        scene_path = capture.path
-        if capture.needs_poses:
-            from genfusion.data.sfm import estimate_poses
-
-            emit(progress, ProgressEvent("poses", 0, None, "estimating camera poses with pycolmap"))
-            scene_path = estimate_poses(
-                capture.path, job_dir / SCENE_DIR, config=sfm, progress=progress, stop_check=stop_check
-            )
-        if stop_check():
-            raise Cancelled("cancelled before training started")
+        scene_path = posed_scene(job_dir, capture, progress, stop_check, sfm=sfm)
         scene = load_scene(scene_path, downscale=config.downscale, cache_dir=job_dir / CACHE_DIR)
         summary = summarize_scene(scene)
         write_json_atomic(job_dir / SUMMARY_NAME, summary)
@@ -184,8 +198,8 @@ def reconstruct_task(job_dir: Path, capture: Capture, config: ReconstructConfig,
         run_folder.write_run(run_dir, trainer, evaluation)
         metrics = run_folder.run_metrics(trainer, evaluation)
         export_splat(job_dir, trainer.splats, config.method)
-        emit(progress, ProgressEvent("evaluate", 1, 1, _metrics_line(metrics), metrics=_headline(metrics)))
-        return {"metrics": _headline(metrics), "scene": str(scene_path), "run": str(run_dir)}
+        emit(progress, ProgressEvent("evaluate", 1, 1, metrics_line(metrics), metrics=headline(metrics)))
+        return {"metrics": headline(metrics), "scene": str(scene_path), "run": str(run_dir)}
 
     return task
 
@@ -216,12 +230,12 @@ def save_partial(trainer: Any, run_dir: Path) -> None:
     )
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, float]:
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
     keys = ("psnr", "ssim", "lpips", "num_gaussians", "iterations", "time_s", "num_test_views")
     return {k: float(metrics[k]) for k in keys if isinstance(metrics.get(k), int | float)}
 
 
-def _metrics_line(metrics: dict[str, Any]) -> str:
+def metrics_line(metrics: dict[str, Any]) -> str:
     parts = [
         f"{metrics.get('iterations', 0)} steps in {metrics.get('time_s', 0):.0f} s",
         f"{metrics.get('num_gaussians', 0):,} Gaussians",
@@ -387,7 +401,10 @@ __all__ = [
     "export_run_zip",
     "export_splat",
     "export_video",
+    "headline",
+    "metrics_line",
     "on_gpu",
+    "posed_scene",
     "read_metrics",
     "reconstruct_task",
     "save_partial",
