@@ -40,7 +40,7 @@ from app.tasks import (
     RUN_DIR,
     SUMMARY_NAME,
     LiveSplats,
-    SceneCameras,
+    announce_training,
     export_splat,
     headline,
     metrics_line,
@@ -255,8 +255,6 @@ def fusion_task(
         write_json_atomic(run_dir / CONFIG_NAME, resolved.to_dict())
         holder["live"] = LiveSplats(loop.trainer, rc.method)
         trainer = loop.trainer
-        split = SceneCameras(scene, tuple(trainer.train_ids), tuple(trainer.test_ids))
-        emit(progress, ProgressEvent("capture", 1, 1, f"{len(scene)} images, {scene.format}", payload=split))
         emit(
             progress,
             ProgressEvent(
@@ -268,17 +266,7 @@ def fusion_task(
                 f"{loop.repairer.description}",
             ),
         )
-        emit(
-            progress,
-            ProgressEvent(
-                "reconstruct",
-                0,
-                rc.iterations,
-                f"{rc.method}: {trainer.init_note}",
-                metrics={"num_gaussians": float(trainer.num_gaussians)},
-                payload=holder["live"],
-            ),
-        )
+        announce_training(progress, scene, trainer, holder["live"])
         try:
             metrics = loop.run(stop_check=stop_check)
         except Cancelled:

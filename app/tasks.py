@@ -135,6 +135,24 @@ def posed_scene(
     return scene_path
 
 
+def announce_training(progress: ProgressCallback, scene: Any, trainer: Any, live: LiveSplats) -> None:
+    """The events every job kind sends before its first step: the cameras and their split (the
+    viewer is made at this one) and step 0 with the initial Gaussians (the live splats)."""
+    split = SceneCameras(scene, tuple(trainer.train_ids), tuple(trainer.test_ids))
+    emit(progress, ProgressEvent("capture", 1, 1, f"{len(scene)} images, {scene.format}", payload=split))
+    emit(
+        progress,
+        ProgressEvent(
+            "reconstruct",
+            0,
+            trainer.config.iterations,
+            f"{live.method}: {trainer.init_note}",
+            metrics={"num_gaussians": float(trainer.num_gaussians)},
+            payload=live,
+        ),
+    )
+
+
 def reconstruct_task(job_dir: Path, capture: Capture, config: ReconstructConfig, *, sfm: Any = None):
     """The task of a reconstruction job: (poses) -> load -> train -> evaluate -> run folder.
 
@@ -170,19 +188,7 @@ def reconstruct_task(job_dir: Path, capture: Capture, config: ReconstructConfig,
         )
         run_dir.mkdir(parents=True, exist_ok=True)
         holder["live"] = LiveSplats(trainer, config.method)
-        split = SceneCameras(scene, tuple(trainer.train_ids), tuple(trainer.test_ids))
-        emit(progress, ProgressEvent("capture", 1, 1, f"{len(scene)} images, {scene.format}", payload=split))
-        emit(
-            progress,
-            ProgressEvent(
-                "reconstruct",
-                0,
-                config.iterations,
-                f"{config.method}: {trainer.init_note}",
-                metrics={"num_gaussians": float(trainer.num_gaussians)},
-                payload=holder["live"],
-            ),
-        )
+        announce_training(progress, scene, trainer, holder["live"])
         try:
             trainer.train(stop_check=stop_check)
         except Cancelled:
@@ -392,6 +398,7 @@ def read_metrics(job_dir: Path) -> dict[str, Any] | None:
 
 __all__ = [
     "AVAILABLE_MODES",
+    "announce_training",
     "MODES",
     "JobOutputs",
     "LiveSplats",
