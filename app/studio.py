@@ -125,7 +125,7 @@ class Studio:
         self.jobs = JobManager(self.settings.jobs_root, max_concurrent=self.settings.max_concurrent)
         self.hub = None
         if viewers:
-            from app.viewer import ViewerHub
+            from app.viewer_hub import ViewerHub
 
             self.hub = ViewerHub(
                 self.jobs, max_viewers=self.settings.max_viewers, interval_s=self.settings.viewer_interval_s

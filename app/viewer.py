@@ -19,9 +19,9 @@ What it shows:
 - a camera-path editor: add a keyframe from the current view, delete the last one, clear, save
   ``camera_path.json`` (nerfstudio format) into the job folder, load it back.
 
-:class:`ViewerHub` owns the viewers: it listens to every job's events, makes a viewer when a job
-starts training, makes one on demand for a finished job (read from its folder), and closes the
-least recently used viewers of finished jobs beyond ``max_viewers``.
+This module holds :class:`JobViewer`, one job's viewer and its state; what it draws (pure
+conversions and server-side renders) is in :mod:`app.viewer_render`, and :class:`app.viewer_hub.ViewerHub`
+owns the viewers of all jobs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,156 +42,27 @@ import torch
 
 from app.camera_path import Keyframe, keyframe_from_viser, load_keyframes, save_keyframes
 from app.fusion_task import read_rounds
-from app.jobs import Job, JobManager
 from app.tasks import CACHE_DIR, CAMERA_PATH_NAME, LiveSplats, SceneCameras, _loaded_run
-from genfusion.data.types import Camera, Scene
+from app.viewer_render import (
+    GENERATED_COLOR,
+    KEYFRAME_COLOR,
+    RENDER_MODES,
+    TEST_COLOR,
+    TRAIN_COLOR,
+    render_mode_image,
+    scene_frame,
+    thumbnail,
+    vertical_fov,
+    viser_gaussians,
+    wxyz_of,
+)
+from genfusion.data.types import Scene
 from genfusion.errors import GenFusionError
 from genfusion.progress import ProgressEvent
 
 logger = logging.getLogger(__name__)
 
-RENDER_MODES = ("RGB (splats)", "depth", "alpha", "normals", "unreliable")
-UNRELIABLE_TINT = np.array([255, 0, 200], dtype=np.float32)  # what the fusion loop would repair
-TRAIN_COLOR = (200, 200, 200)
-TEST_COLOR = (60, 140, 255)
-KEYFRAME_COLOR = (255, 150, 0)
-GENERATED_COLOR = (230, 60, 200)  # the fusion round's novel views (rendered, repaired, trained on)
 _BANNER_LOCK = threading.Lock()
-
-
-# ----------------------------------------------------------------------------- conversions
-
-
-def viser_gaussians(
-    splats: Mapping[str, torch.Tensor], method: str, max_gaussians: int | None = None
-) -> dict[str, np.ndarray]:
-    """Raw gsplat-style parameters -> what ``scene.add_gaussian_splats`` takes: centres (N, 3),
-    covariances (N, 3, 3), base colours (N, 3) and opacities (N, 1). 2DGS surfels become flat 3D
-    Gaussians (as in the .ply export); beyond ``max_gaussians`` the least visible are left out."""
-    from genfusion.export.splats import prepare_splats
-    from genfusion.splat.projection import quat_to_rotmat
-    from genfusion.splat.sh import sh_to_rgb
-
-    data = prepare_splats(splats, method=method)
-    opacities = torch.sigmoid(data.opacities)
-    means, quats, log_scales, sh0 = data.means, data.quats, data.scales, data.sh0
-    if max_gaussians is not None and data.num > max_gaussians:
-        importance = opacities * torch.exp(log_scales.sum(dim=1))
-        keep = torch.topk(importance, max_gaussians).indices
-        means, quats, log_scales, sh0, opacities = (
-            t[keep] for t in (means, quats, log_scales, sh0, opacities)
-        )
-    rotations = quat_to_rotmat(quats)
-    variances = torch.exp(2.0 * log_scales)
-    covariances = (rotations * variances[:, None, :]) @ rotations.transpose(1, 2)
-    return {
-        "centers": means.numpy().astype(np.float32),
-        "covariances": covariances.numpy().astype(np.float32),
-        "rgbs": sh_to_rgb(sh0[:, 0, :]).clamp(0, 1).numpy().astype(np.float32),
-        "opacities": opacities[:, None].numpy().astype(np.float32),
-    }
-
-
-def wxyz_of(rotation: np.ndarray) -> np.ndarray:
-    import viser.transforms as vtf
-
-    return vtf.SO3.from_matrix(np.asarray(rotation, dtype=np.float64)).wxyz
-
-
-def vertical_fov(camera: Camera) -> float:
-    return 2.0 * math.atan(0.5 * camera.height / camera.fy)
-
-
-def scene_frame(cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray, float]:
-    """(up direction, a point the cameras look at, scene size) from the input cameras: up is the
-    mean of the cameras' up axes (-y in OpenCV), the target the point nearest to every optical
-    axis (least squares), or the centroid for nearly parallel axes."""
-    rotations = np.stack([c.rotation for c in cameras])
-    centres = np.stack([c.center for c in cameras])
-    up = -rotations[:, :, 1].mean(axis=0)
-    up = up / max(np.linalg.norm(up), 1e-9)
-    forwards = rotations[:, :, 2]
-    system = np.zeros((3, 3))
-    rhs = np.zeros(3)
-    for centre, forward in zip(centres, forwards, strict=True):
-        projector = np.eye(3) - np.outer(forward, forward)
-        system += projector
-        rhs += projector @ centre
-    size = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0))) or 1.0
-    target = centres.mean(axis=0)
-    if np.linalg.cond(system) < 1e6:
-        solved = np.linalg.solve(system, rhs)
-        if np.linalg.norm(solved - target) < 3 * size:
-            target = solved
-    return up, target, size
-
-
-def thumbnail(camera: Camera, max_side: int = 96) -> np.ndarray | None:
-    """The camera's photo as a small uint8 image (None when it cannot be read)."""
-    import cv2
-
-    from genfusion.data.images import load_image
-
-    try:
-        image = load_image(camera)
-    except GenFusionError:
-        return None
-    scale = min(1.0, max_side / max(image.shape[:2]))
-    if scale < 1.0:
-        size = (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def colorize(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """A [H, W] array -> [H, W, 3] uint8, percentile-normalised through a blue-yellow ramp."""
-    stops = np.array([[0.05, 0.05, 0.3], [0.1, 0.4, 0.8], [0.2, 0.8, 0.6], [0.95, 0.9, 0.25]])
-    out = np.zeros((*values.shape, 3), dtype=np.float32)
-    if valid.any():
-        lo, hi = np.percentile(values[valid], [2, 98])
-        t = np.clip((values - lo) / max(hi - lo, 1e-9), 0, 1) * (len(stops) - 1)
-        index = np.minimum(t.astype(int), len(stops) - 2)
-        frac = (t - index)[..., None]
-        out = stops[index] * (1 - frac) + stops[index + 1] * frac
-        out[~valid] = 0
-    return (out * 255).astype(np.uint8)
-
-
-def render_mode_image(
-    splats: Mapping[str, torch.Tensor], method: str, camera: Camera, mode: str
-) -> np.ndarray:
-    """Depth, alpha, normals or the unreliable pixels of ``splats`` seen from ``camera``, as a uint8
-    image. ``unreliable``: the colour render with the pixels the fusion loop counts as unreliable
-    (:func:`genfusion.fusion.expansion.unreliable_mask`: low alpha or no depth) tinted magenta."""
-    from genfusion.fusion.expansion import unreliable_mask
-    from genfusion.splat.cameras import camera_tensors
-    from genfusion.splat.depth_normals import depth_to_normal
-    from genfusion.splat.render import render_splats
-
-    viewmats, Ks = camera_tensors([camera], "cpu")
-    degree = math.isqrt((splats["shN"].shape[1] if "shN" in splats else 0) + 1) - 1
-    with torch.no_grad():
-        out = render_splats(splats, viewmats, Ks, camera.width, camera.height, sh_degree=degree, mode=method)
-    alpha = out.alpha[0, ..., 0].numpy()
-    if mode == "unreliable":
-        rgb = out.rgb[0].clamp(0, 1).numpy() * 255
-        mask = unreliable_mask(out.alpha[0], out.depth[0]).numpy()
-        rgb[mask] = 0.35 * rgb[mask] + 0.65 * UNRELIABLE_TINT
-        return rgb.astype(np.uint8)
-    if mode == "alpha":
-        return (np.repeat(alpha[..., None], 3, axis=2) * 255).astype(np.uint8)
-    depth = out.depth[0]
-    if mode == "depth":
-        return colorize(depth[..., 0].numpy(), alpha > 0.05)
-    normals = (
-        out.normals
-        if out.normals is not None
-        else depth_to_normal(depth[None], torch.linalg.inv(viewmats), Ks)
-    )
-    normals = normals[0].numpy()
-    image = ((normals * 0.5 + 0.5) * 255).clip(0, 255).astype(np.uint8)
-    image[alpha < 0.05] = 0
-    return image
 
 
 # ----------------------------------------------------------------------------- one viewer
@@ -622,92 +492,4 @@ class JobViewer:
         self.server.stop()
 
 
-# ----------------------------------------------------------------------------- all viewers
-
-
-class ViewerHub:
-    """The viewers of all jobs: made when a job trains or when a finished job is opened."""
-
-    def __init__(self, jobs: JobManager, *, max_viewers: int = 4, interval_s: float = 2.0):
-        self.jobs = jobs
-        self.max_viewers = max_viewers
-        self.interval_s = interval_s
-        self._lock = threading.Lock()
-        self._viewers: OrderedDict[str, JobViewer] = OrderedDict()
-        jobs.listeners.append(self.on_event)
-
-    def on_event(self, job: Job, event: ProgressEvent) -> None:
-        """Every job's events: the viewer is made at the job's ``capture`` event."""
-        with self._lock:
-            viewer = self._viewers.get(job.id)
-        if viewer is None and isinstance(event.payload, SceneCameras):
-            viewer = self._make(job)
-        if viewer is not None:
-            viewer.on_event(event)
-
-    def _make(self, job: Job, *, from_folder: bool = False) -> JobViewer:
-        viewer = JobViewer(job.id, job.folder, interval_s=self.interval_s)
-        if from_folder:
-            try:
-                viewer.load_job_folder()
-            except GenFusionError as err:
-                viewer.status.content = f"Nothing to show: {err}"
-        with self._lock:
-            old = self._viewers.pop(job.id, None)
-            self._viewers[job.id] = viewer
-            evict = self._evictable()
-        for stale in [old, *evict]:
-            if stale is not None and stale is not viewer:
-                stale.close()
-        return viewer
-
-    def _evictable(self) -> list[JobViewer]:
-        """Least recently used viewers of finished jobs beyond the limit (under the lock)."""
-        evicted = []
-        for job_id in list(self._viewers):
-            if len(self._viewers) - len(evicted) <= self.max_viewers:
-                break
-            try:
-                finished = self.jobs.get(job_id).finished
-            except GenFusionError:
-                finished = True
-            if finished:
-                evicted.append(self._viewers.pop(job_id))
-        return evicted
-
-    def viewer(self, job_id: str) -> JobViewer:
-        """The viewer of ``job_id`` (any session: the id is the capability), made on demand."""
-        job = self.jobs.get(job_id)
-        with self._lock:
-            viewer = self._viewers.get(job.id)
-            if viewer is not None:
-                self._viewers.move_to_end(job.id)
-        if viewer is None:
-            viewer = self._make(job, from_folder=job.finished)
-        viewer.last_used = time.monotonic()
-        return viewer
-
-    def port_of(self, job_id: str) -> int | None:
-        """The local port of the job's viewer; None for an unknown job."""
-        try:
-            return self.viewer(job_id).port
-        except GenFusionError:
-            return None
-
-    def close(self) -> None:
-        with self._lock:
-            viewers = list(self._viewers.values())
-            self._viewers.clear()
-        for viewer in viewers:
-            viewer.close()
-
-
-__all__ = [
-    "RENDER_MODES",
-    "JobViewer",
-    "StreamStats",
-    "ViewerHub",
-    "render_mode_image",
-    "scene_frame",
-    "viser_gaussians",
-]
+__all__ = ["JobViewer", "StreamStats"]

@@ -52,6 +52,9 @@ Filters (for running and for the table): ``--scenes fox fern --lengths 1000 7000
 2dgs --resolutions low high --variants default control``. ``--dry-run`` lists what would run and
 why. A smoke test: ``python benchmarks/bench_quality.py --scenes fox --lengths 1000 --methods 3dgs
 --resolutions low --iterations-override 40 --out /tmp/quality_smoke.json``.
+
+The cases (grid, keys, each variant's config fields) are in ``quality_cases.py``, the markdown table
+and ``--write-readme`` in ``quality_tables.py``.
 """
 
 from __future__ import annotations
@@ -76,45 +79,24 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.quality_cases import (  # noqa: E402
+    DOWNSCALES,
+    LENGTHS,
+    METHODS,
+    RESOLUTIONS,
+    SCENES,
+    TOLERANCE_DB,
+    VARIANTS,
+    config_values,
+    run_key,
+)
+from benchmarks.quality_tables import MARK_END, MARK_START, README, table, write_readme  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"
-README = REPO / "benchmarks" / "README.md"
-SHARED = Path(os.environ.get("GENFUSION_SHARED", REPO.parent / "shared"))
-SCENES = {"fox": REPO / "assets" / "demo" / "fox", "fern": SHARED / "data" / "fern"}
-DOWNSCALES = {"fox": (8, 4), "fern": (64, 32)}  # (low, high) resolution divisors: CPU-sized
-RESOLUTIONS = ("low", "high")
-LENGTHS = (1000, 7000)
-METHODS = ("3dgs", "2dgs")
-VARIANTS = ("default", "control")
-TOLERANCE_DB = 0.2  # the default may be this much below the control and still be ok
-MARK_START, MARK_END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
 RESULT_PREFIX = "RESULT "
 
 
 # ------------------------------------------------------------------------------------ configs
-
-
-def config_values(method: str, iterations: int, downscale: int, variant: str) -> dict[str, Any]:
-    """The ReconstructConfig fields set for one run (everything else stays at its default)."""
-    values: dict[str, Any] = {
-        "method": method,
-        "iterations": iterations,
-        "downscale": downscale,
-        "device": "cpu",
-        "checkpoint_every": 0,
-    }
-    if variant == "control":  # the 3DGS paper's fixed schedule, given explicitly
-        values.update(
-            refine_every=100,
-            refine_start=300,
-            refine_stop=iterations // 2 + 1,  # densify from 300 to the mid-point, inclusive
-            prune_opacity=0.005,
-            reset_every=3000,
-            reset_recovery=0,  # 3DGS resets every 3000 steps while densifying
-            sh_degree_interval=1000,  # the 3DGS SH ramp
-        )
-    elif variant != "default":
-        raise ValueError(f"unknown variant {variant!r}")
-    return values
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -149,10 +131,6 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                             }
                         )
     return specs
-
-
-def run_key(scene: str, resolution: str, method: str, length: int, variant: str) -> str:
-    return f"{scene}/{resolution}/{method}/{length}/{variant}"
 
 
 # ---------------------------------------------------------------------------------- code state
@@ -437,116 +415,6 @@ def run_benchmark(specs: list[dict[str, Any]], args: argparse.Namespace) -> int:
         raise SystemExit(130) from None
     pool.shutdown(wait=True)
     return failed
-
-
-# ------------------------------------------------------------------------------------ table
-
-
-def fmt_seconds(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def fmt_count(count: int) -> str:
-    if count >= 1_000_000:
-        return f"{count / 1e6:.2f}M"
-    if count >= 10_000:
-        return f"{count / 1e3:.0f}k"
-    return f"{count:,}"
-
-
-def table(specs: list[dict[str, Any]], results: dict[str, Any]) -> str:
-    """Markdown table of the selected cases from ``results`` (runs with another config: not run)."""
-    runs = results.get("runs", {})
-    header = (
-        "| scene | resolution | method | iterations | default PSNR | default SSIM | default time | "
-        "default Gaussians | control PSNR | control SSIM | control time | control Gaussians | "
-        "delta (dB) | ok |"
-    )
-    lines = [header, "|" + "---|" * 14]
-    used: list[dict[str, Any]] = []
-    cases: dict[str, dict[str, dict[str, Any]]] = {}
-    order = {"scene": list(SCENES), "resolution": list(RESOLUTIONS), "method": list(METHODS)}
-    for spec in sorted(
-        specs, key=lambda s: (*(order[k].index(s[k]) for k in order), s["length"], s["variant"])
-    ):
-        cases.setdefault(spec["key"].rsplit("/", 1)[0], {})[spec["variant"]] = spec
-    for variants in cases.values():
-        first = next(iter(variants.values()))
-        cells: list[str] = []
-        records: dict[str, dict[str, Any] | None] = {}
-        size = None
-        notes = []
-        for variant in VARIANTS:
-            spec = variants.get(variant)
-            record = runs.get(spec["key"]) if spec else None
-            if record is not None and (
-                record.get("config") != spec["config"]
-                or record.get("iterations_override") != spec["iterations_override"]
-            ):
-                record = None  # measured with another config: does not stand for this case
-            records[variant] = record
-            if record is None:
-                cells += ["not run", "", "", ""]
-                continue
-            used.append(record)
-            size = record["size"]
-            mark = "*" if record["truncated"] else ""
-            if record["truncated"]:
-                notes.append(f"{variant} stopped at {record['iterations_done']}")
-            cells += [
-                f"{record['psnr']:.2f}{mark}",
-                f"{record['ssim']:.3f}{mark}",
-                fmt_seconds(record["seconds"]),
-                fmt_count(record["num_gaussians"]),
-            ]
-        default, control = records["default"], records["control"]
-        delta, ok = "", "not run"
-        if default and control:
-            difference = default["psnr"] - control["psnr"]
-            delta = f"{difference:+.2f}"
-            truncated = default["truncated"] or control["truncated"]
-            ok = "n/a (truncated)" if truncated else ("yes" if difference >= -TOLERANCE_DB - 1e-9 else "no")
-        resolution = (
-            f"{size[0]}x{size[1]} (1/{first['downscale']})"
-            if size
-            else f"{first['resolution']} (1/{first['downscale']})"
-        )
-        iterations = str(first["config"]["iterations"])
-        if first["iterations_override"]:
-            iterations += f" (smoke; case {first['length']})"
-        if notes:
-            iterations += " (" + ", ".join(notes) + ")"
-        row = [first["scene"], resolution, first["method"], iterations, *cells, delta, ok]
-        lines.append("| " + " | ".join(row) + " |")
-    commits = sorted({r["commit"] for r in used})
-    threads = sorted({r["threads"] for r in used})
-    footer = [
-        "",
-        f"PSNR / SSIM: mean over the held-out views (every 8th); time: training wall time; "
-        f"delta = default - control PSNR; ok: default no worse than control by more than "
-        f"{TOLERANCE_DB} dB. Commit(s): {', '.join(commits) or '-'}; torch threads per run: "
-        f"{', '.join(map(str, threads)) or '-'}.",
-    ]
-    if any(r["truncated"] for r in used):
-        footer.append("`*` truncated by `--time-limit`: not a full run.")
-    return "\n".join(lines + footer)
-
-
-def write_readme(text: str, readme: Path = README) -> bool:
-    """Replace what lies between the markers in the README (False when they are absent)."""
-    content = readme.read_text()
-    start, end = content.find(MARK_START), content.find(MARK_END)
-    if start < 0 or end < start:
-        return False
-    new = content[: start + len(MARK_START)] + "\n" + text + "\n" + content[end:]
-    tmp = readme.with_name(f"{readme.name}.{os.getpid()}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, readme)
-    return True
 
 
 # ------------------------------------------------------------------------------------- main

@@ -107,7 +107,8 @@ def test_a_cancelled_fusion_job_keeps_its_last_round_and_resumes(tmp_path):
 
 
 def test_the_viewer_draws_a_rounds_generated_views(tmp_path):
-    from app.viewer import GENERATED_COLOR, JobViewer
+    from app.viewer import JobViewer
+    from app.viewer_render import GENERATED_COLOR
 
     viewer = JobViewer("a" * 24, tmp_path, interval_s=0.0)
     try:
@@ -129,7 +130,7 @@ def test_the_viewer_draws_a_rounds_generated_views(tmp_path):
 
 
 def test_the_unreliable_render_mode_tints_what_no_gaussian_covers():
-    from app.viewer import UNRELIABLE_TINT, render_mode_image
+    from app.viewer_render import UNRELIABLE_TINT, render_mode_image
     from genfusion.data.types import Camera
 
     # a wall of opaque Gaussians in front of the left half of the view, nothing on the right

@@ -322,7 +322,7 @@ def test_a_malformed_camera_path_upload_is_refused(tmp_path):
 
 
 def test_viser_gaussians_are_valid_covariances_and_flat_for_2dgs():
-    from app.viewer import viser_gaussians
+    from app.viewer_render import viser_gaussians
 
     n = 50
     generator = torch.Generator().manual_seed(0)
@@ -348,7 +348,7 @@ def test_viser_gaussians_are_valid_covariances_and_flat_for_2dgs():
 
 
 def test_the_scene_frame_looks_at_what_the_cameras_look_at():
-    from app.viewer import scene_frame
+    from app.viewer_render import scene_frame
     from genfusion.data import load_scene
 
     scene = load_scene(DEMO, downscale=8, undistort=False)
