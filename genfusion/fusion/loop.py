@@ -205,7 +205,7 @@ class FusionLoop:
                     out.alpha[0, ..., 0] > 0, out.depth[0, ..., 0], torch.zeros_like(out.depth[0, ..., 0])
                 )
             )
-            alpha.append(out.alpha[0, ..., 0])
+            alpha.append(self._alpha(camera, out))
         reference = self._reference_photo(cameras[len(cameras) // 2])
         return RepairClip(
             rgb=torch.stack(rgb).cpu(),
@@ -255,13 +255,39 @@ class FusionLoop:
         nearest = int(np.argmin(np.linalg.norm(centers - camera.camtoworld[:3, 3], axis=1)))
         return views.images[nearest].cpu()
 
+    def _alpha(self, camera: Camera, out) -> torch.Tensor:
+        """[H, W] the alpha repairers see: with ``observed_alpha``, only the opacity of Gaussians
+        the real training views saw (:mod:`genfusion.splat.observation`; computed once a round),
+        so content no photo saw is a hole to repair; else the render's alpha."""
+        if not self.config.observed_alpha:
+            return out.alpha[0, ..., 0]
+        from genfusion.splat.observation import observed_alpha, seen_weights
+
+        trainer, cfg = self.trainer, self.config.reconstruct
+        options = dict(
+            mode=cfg.method, backend=cfg.backend, near_plane=cfg.near_plane, far_plane=cfg.far_plane
+        )
+        if getattr(self, "_seen_step", None) != (trainer.step, trainer.num_gaussians):
+            views = trainer.train_views
+            self._seen = seen_weights(trainer.splats, views.viewmats, views.Ks, views.sizes, **options)
+            self._seen_step = (trainer.step, trainer.num_gaussians)
+        from genfusion.splat.cameras import camera_tensors
+
+        viewmats, Ks = camera_tensors([camera], trainer.device)
+        seen = observed_alpha(
+            trainer.splats, self._seen, viewmats[0], Ks[0], camera.width, camera.height, **options
+        )
+        return torch.minimum(seen, out.alpha[0, ..., 0])
+
     def _unreliable_fraction(self, cameras: list[Camera]) -> float:
         from genfusion.fusion.expansion import unreliable_mask
 
         fractions = []
         for camera in cameras:
             out = self.trainer.render(camera)
-            mask = unreliable_mask(out.alpha[0, ..., 0], out.depth[0, ..., 0], self.config.unreliable_alpha)
+            mask = unreliable_mask(
+                self._alpha(camera, out), out.depth[0, ..., 0], self.config.unreliable_alpha
+            )
             fractions.append(float(mask.float().mean()))
         return float(np.mean(fractions)) if fractions else 0.0
 

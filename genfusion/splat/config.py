@@ -49,7 +49,7 @@ from genfusion.errors import GenFusionError
 
 Method = Literal["2dgs", "3dgs"]
 Device = Literal["auto", "cpu", "cuda"]
-Densification = Literal["default", "mcmc"]
+Densification = Literal["auto", "default", "sparse-aware", "mcmc"]
 Backend = Literal["auto", "gsplat", "torch", "dense"]
 
 
@@ -94,7 +94,10 @@ class ReconstructConfig:
     generated_regularisers: bool = False  # also apply the 2DGS normal / distortion terms to generated views
 
     # --- densification (gsplat DefaultStrategy; None = the automatic schedule of the module docstring) ---
-    densification: Densification = "default"  # default (3DGS split/clone/prune, CPU+CUDA) or mcmc (CUDA)
+    # sparse-aware: split / clone only Gaussians seen often enough (the reference, for masked input)
+    densification: Densification = (
+        "auto"  # auto (sparse-aware on masked >= 7k steps, else default), default, sparse-aware, mcmc
+    )
     refine_start: int | None = None  # first densification step; None = min(500, 30% of the run)
     refine_stop: int | None = None  # no densification or reset from this step on; None = 70% (2DGS 50%)
     refine_every: int | None = None  # densify every this many steps; None = 100 (runs < 1000: iterations/10)
@@ -129,8 +132,10 @@ class ReconstructConfig:
             raise GenFusionError(f"unknown method {self.method!r}; use --method 2dgs or --method 3dgs")
         if self.device not in ("auto", "cpu", "cuda"):
             raise GenFusionError(f"unknown device {self.device!r}; use auto, cpu or cuda")
-        if self.densification not in ("default", "mcmc"):
-            raise GenFusionError(f"unknown densification {self.densification!r}; use default or mcmc")
+        if self.densification not in ("auto", "default", "sparse-aware", "mcmc"):
+            raise GenFusionError(
+                f"unknown densification {self.densification!r}; use auto, default, sparse-aware or mcmc"
+            )
         if self.iterations < 1:
             raise GenFusionError(f"--iterations must be at least 1, got {self.iterations}")
         if self.downscale < 1:

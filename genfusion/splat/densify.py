@@ -9,6 +9,8 @@
   itself with :func:`reset_opacities` (idempotent if a later gsplat fixes it).
 - ``max_gaussians`` is enforced after each refinement by dropping the least opaque Gaussians.
 - ``MCMCStrategy`` needs gsplat's CUDA relocation kernel: CUDA only.
+- ``SparseAwareStrategy`` (:mod:`genfusion.splat.sparse_aware`) is the reference's densification
+  for masked input, chosen automatically for masked splits.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 from gsplat.strategy import DefaultStrategy, MCMCStrategy, Strategy
 from gsplat.strategy.ops import remove, reset_opa
 
-from genfusion.splat.config import ReconstructConfig, Schedule
+from genfusion.splat.config import ReconstructConfig, Schedule, parse_split
+from genfusion.splat.sparse_aware import SparseAwareStrategy
 
 # gsplat's prune thresholds: 2DGS surfels are pruned earlier (simple_trainer_2dgs), 3DGS later.
 DEFAULT_PRUNE_OPACITY = {"2dgs": 0.05, "3dgs": 0.005}
@@ -40,9 +43,27 @@ def prune_opacity_of(config: ReconstructConfig, schedule: Schedule | None = None
     return DEFAULT_PRUNE_OPACITY[config.method]
 
 
+# ``auto`` densification is sparse-aware on masked splits from this run length on: the reference's
+# length, over which its growth threshold rises. Shorter runs refine a few times only and growth
+# waits for counts they never reach (fox 68x120, masked 1/2, 1,500 steps: 15.41 dB sparse-aware
+# against 15.70 dB default, inside the windows 21.53 against 22.64).
+SPARSE_AWARE_MIN_ITERATIONS = 7_000
+
+
+def densification_of(config: ReconstructConfig) -> str:
+    """``default``, ``sparse-aware`` or ``mcmc``: as set; ``auto`` is sparse-aware on masked splits
+    of at least SPARSE_AWARE_MIN_ITERATIONS steps (few views see each Gaussian there; method.md)
+    and gsplat's default otherwise."""
+    if config.densification != "auto":
+        return config.densification
+    masked = parse_split(config.split)[0] == "masked"
+    return "sparse-aware" if masked and config.iterations >= SPARSE_AWARE_MIN_ITERATIONS else "default"
+
+
 def build_strategy(config: ReconstructConfig, schedule: Schedule, device: torch.device) -> Strategy:
     """The densification strategy of a run."""
-    if config.densification == "mcmc":
+    kind = densification_of(config)
+    if kind == "mcmc":
         return MCMCStrategy(
             cap_max=config.mcmc_cap,
             refine_start_iter=schedule.refine_start,
@@ -50,7 +71,8 @@ def build_strategy(config: ReconstructConfig, schedule: Schedule, device: torch.
             refine_every=schedule.refine_every,
         )
     prune_opa = prune_opacity_of(config, schedule)
-    return DefaultStrategy(
+    strategy = SparseAwareStrategy if kind == "sparse-aware" else DefaultStrategy
+    return strategy(
         prune_opa=prune_opa,
         grow_grad2d=config.grow_grad2d,
         grow_scale3d=config.grow_scale3d,

@@ -36,7 +36,13 @@ from genfusion.splat import checkpoint as ckpt
 from genfusion.splat.cameras import camera_tensors
 from genfusion.splat.config import ReconstructConfig, Schedule, schedule_for
 from genfusion.splat.data_loader import Views, resolve_split, split_views, view_order
-from genfusion.splat.densify import build_strategy, enforce_cap, prune_opacity_of, reset_opacities
+from genfusion.splat.densify import (
+    build_strategy,
+    densification_of,
+    enforce_cap,
+    prune_opacity_of,
+    reset_opacities,
+)
 from genfusion.splat.evaluation import Evaluation, ViewMetrics, evaluate_views
 from genfusion.splat.gaussians import (
     active_sh_degree,
@@ -334,7 +340,7 @@ class Trainer:
                 generated, generated_weight, sh_degree, background, step
             )
             terms.update(generated_terms)
-            if cfg.densify_on_generated and cfg.densification == "default":
+            if cfg.densify_on_generated and densification_of(cfg) != "mcmc":
                 generated_meta.setdefault("gaussian_ids", None)
                 self.strategy.step_pre_backward(
                     self.splats, self.optimizers, self.strategy_state, step, generated_meta
@@ -349,7 +355,7 @@ class Trainer:
         for optimizer in self.optimizers.values():
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        if generated_meta is not None and cfg.densify_on_generated and cfg.densification == "default":
+        if generated_meta is not None and cfg.densify_on_generated and densification_of(cfg) != "mcmc":
             if step < self.schedule.refine_stop:  # the generated view's gradients join the statistics
                 self.strategy._update_state(self.splats, self.strategy_state, generated_meta, packed=False)
         # densify after the Adam step, as gsplat's trainers do with the gradients just used
