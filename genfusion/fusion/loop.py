@@ -39,6 +39,7 @@ import torch
 from genfusion.atomic import atomic_directory, write_json_atomic
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
+from genfusion.fusion.clips import ClipRenderer
 from genfusion.fusion.config import FusionConfig
 from genfusion.fusion.schedule import round_weight
 from genfusion.generation.repairer import RepairClip, Repairer, make_repairer
@@ -118,6 +119,7 @@ class FusionLoop:
             checkpoint_path=self.out_dir / "checkpoint.pt",
         )
         self.repairer = repairer or make_repairer(config.repairer, config.weights_dir)
+        self.clips = ClipRenderer(self.trainer, scene, config, self.repairer)
         self.reports: list[RoundReport] = []
         self.next_round = 0
         self._last_snapshot = -math.inf
@@ -194,103 +196,6 @@ class FusionLoop:
             cameras = [cameras[i] for i in keep]
         return cameras
 
-    def _render_clip(self, cameras: list[Camera]) -> RepairClip:
-        self._refresh_photo_bank()
-        rgb, depth, alpha = [], [], []
-        for camera in cameras:
-            out = self.trainer.render(camera)
-            rgb.append(out.rgb[0].clamp(0, 1))
-            depth.append(
-                torch.where(
-                    out.alpha[0, ..., 0] > 0, out.depth[0, ..., 0], torch.zeros_like(out.depth[0, ..., 0])
-                )
-            )
-            alpha.append(self._alpha(camera, out))
-        reference = self._reference_photo(cameras[len(cameras) // 2])
-        return RepairClip(
-            rgb=torch.stack(rgb).cpu(),
-            depth=torch.stack(depth).cpu(),
-            alpha=torch.stack(alpha).cpu(),
-            reference=reference,
-            cameras=list(cameras),
-        )
-
-    def _refresh_photo_bank(self) -> None:
-        """Give a repairer that reprojects photos (``set_photos``) the training photos as the
-        trainer sees them (masked protocol: the windows, with their cropped cameras) and their
-        depth rendered by the current splats; once per training step (i.e. once per round)."""
-        set_photos = getattr(self.repairer, "set_photos", None)
-        if set_photos is None or getattr(self, "_photo_bank_step", None) == self.trainer.step:
-            return
-        split = self.trainer.split
-        cameras = split.train_cameras(self.scene)
-        depths = []
-        for i in split.train:
-            # a window's depth is cut from its full frame's render: the projection clamps each
-            # Gaussian's Jacobian to the image's field of view (as gsplat does), so a crop renders
-            # Gaussians beside it differently (measured: depth 8% off on the synthetic scene), and
-            # the visibility test compares against full-frame renders of the novel views
-            out = self.trainer.render(self.scene.cameras[i])
-            d, a = out.depth[0, ..., 0], out.alpha[0, ..., 0]
-            d = torch.where(a > 0, d, torch.zeros_like(d))
-            depths.append(split.windows[i].crop(d) if i in split.windows else d)
-        set_photos(self.trainer.train_views.images, cameras, depths)
-        self._photo_bank_step = self.trainer.step
-
-    def _unreliable_map(self, clip: RepairClip, result) -> torch.Tensor:
-        """[T, H, W] bool shown in the round events: the repairer's own map when it makes one
-        (render missing, unseen by the photos, or disagreeing with them), else low alpha / no depth."""
-        from genfusion.fusion.expansion import unreliable_mask
-
-        mask = unreliable_mask(clip.alpha, clip.depth, self.config.unreliable_alpha)
-        own = getattr(result, "unreliable", None)
-        if own is not None and tuple(own.shape) == tuple(mask.shape):
-            mask = mask | own.to(mask.device).bool()
-        return mask
-
-    def _reference_photo(self, camera: Camera) -> torch.Tensor:
-        """The real training photo whose camera is nearest (diffusion's image context)."""
-        views = self.trainer.train_views
-        centers = torch.linalg.inv(views.viewmats)[:, :3, 3].cpu().numpy()
-        nearest = int(np.argmin(np.linalg.norm(centers - camera.camtoworld[:3, 3], axis=1)))
-        return views.images[nearest].cpu()
-
-    def _alpha(self, camera: Camera, out) -> torch.Tensor:
-        """[H, W] the alpha repairers see: with ``observed_alpha``, only the opacity of Gaussians
-        the real training views saw (:mod:`genfusion.splat.observation`; computed once a round),
-        so content no photo saw is a hole to repair; else the render's alpha."""
-        if not self.config.observed_alpha:
-            return out.alpha[0, ..., 0]
-        from genfusion.splat.observation import observed_alpha, seen_weights
-
-        trainer, cfg = self.trainer, self.config.reconstruct
-        options = dict(
-            mode=cfg.method, backend=cfg.backend, near_plane=cfg.near_plane, far_plane=cfg.far_plane
-        )
-        if getattr(self, "_seen_step", None) != (trainer.step, trainer.num_gaussians):
-            views = trainer.train_views
-            self._seen = seen_weights(trainer.splats, views.viewmats, views.Ks, views.sizes, **options)
-            self._seen_step = (trainer.step, trainer.num_gaussians)
-        from genfusion.splat.cameras import camera_tensors
-
-        viewmats, Ks = camera_tensors([camera], trainer.device)
-        seen = observed_alpha(
-            trainer.splats, self._seen, viewmats[0], Ks[0], camera.width, camera.height, **options
-        )
-        return torch.minimum(seen, out.alpha[0, ..., 0])
-
-    def _unreliable_fraction(self, cameras: list[Camera]) -> float:
-        from genfusion.fusion.expansion import unreliable_mask
-
-        fractions = []
-        for camera in cameras:
-            out = self.trainer.render(camera)
-            mask = unreliable_mask(
-                self._alpha(camera, out), out.depth[0, ..., 0], self.config.unreliable_alpha
-            )
-            fractions.append(float(mask.float().mean()))
-        return float(np.mean(fractions)) if fractions else 0.0
-
     # ------------------------------------------------------------------ one round
 
     def run_round(self, index: int) -> RoundReport:
@@ -313,14 +218,14 @@ class FusionLoop:
         for start in range(0, len(cameras), cfg.clip_length):
             chunk = cameras[start : start + cfg.clip_length]
             t0 = time.perf_counter()
-            clip = self._render_clip(chunk)
+            clip = self.clips.render(chunk)
             t1 = time.perf_counter()
             result = self.repairer.repair(clip, seed=cfg.reconstruct.seed * 1_000 + index * 97 + start)
             t2 = time.perf_counter()
             seconds["render"] += t1 - t0
             seconds["repair"] += t2 - t1
             warnings += result.warnings
-            masks = self._unreliable_map(clip, result)
+            masks = self.clips.unreliable_map(clip, result)
             unreliable_before.append(float(masks.float().mean()))
             finite = torch.isfinite(result.rgb).all(dim=-1).all(dim=(1, 2)) & torch.isfinite(
                 result.depth
@@ -365,7 +270,9 @@ class FusionLoop:
                 replace_all=not cfg.keep_previous,
                 weight=round_weight(cfg.rounds, index, cfg.reconstruct.iterations, cfg.lambda_reg),
             )
-        after = self._unreliable_fraction(cameras) if added else float(np.mean(unreliable_before or [0.0]))
+        after = (
+            self.clips.unreliable_fraction(cameras) if added else float(np.mean(unreliable_before or [0.0]))
+        )
         report = RoundReport(
             index=index,
             step=step,
