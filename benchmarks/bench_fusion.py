@@ -27,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.reprojection_bound import reprojection_bound  # noqa: E402
 from genfusion.data import load_scene  # noqa: E402
 from genfusion.fusion.config import FusionConfig, resolve  # noqa: E402
 from genfusion.fusion.loop import FusionLoop  # noqa: E402
@@ -40,16 +41,17 @@ def _metrics(evaluation) -> dict:
     return {k: evaluation.mean(k) for k in ("psnr", "ssim", "psnr_inside", "psnr_outside")}
 
 
-def plain_run(scene, config: FusionConfig) -> dict:
+def plain_run(scene, config: FusionConfig) -> tuple[dict, Trainer]:
     trainer = Trainer(scene, config.reconstruct)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    return {
+    summary = {
         "seconds": round(seconds, 1),
         "num_gaussians": trainer.num_gaussians,
         **_metrics(trainer.evaluate()),
     }
+    return summary, trainer
 
 
 def fused_run(scene, config: FusionConfig, out_dir: Path) -> dict:
@@ -83,18 +85,20 @@ def case(scene_path: Path, budget: str, device: str, threads: int, repairers: li
     config = resolve(base, explicit={"device"}, long_side=max(max(c.width, c.height) for c in probe.cameras))
     cache = Path(tempfile.gettempdir()) / "genfusion-bench-cache" / f"fusion-{config.reconstruct.downscale}"
     scene = load_scene(scene_path, downscale=config.reconstruct.downscale, cache_dir=cache)
-    plain = plain_run(scene, config)
+    plain, plain_trainer = plain_run(scene, config)
     print("plain", json.dumps(plain), flush=True)
     fused = {}
     for kind in repairers:
         with tempfile.TemporaryDirectory() as tmp:
             fused[kind] = fused_run(scene, replace(config, repairer=kind), Path(tmp) / "run")
         print(kind, json.dumps({k: v for k, v in fused[kind].items() if k != "rounds"}), flush=True)
-    ceiling = None
+    ceiling = bound = None
     if config.reconstruct.split.startswith("masked"):
         full = replace(config.reconstruct, split="un" + config.reconstruct.split)
-        ceiling = plain_run(scene, replace(config, reconstruct=full))
+        ceiling, ceiling_trainer = plain_run(scene, replace(config, reconstruct=full))
         print("ceiling", json.dumps(ceiling), flush=True)
+        bound = reprojection_bound(scene, plain_trainer, ceiling_trainer)
+        print("reprojection bound", json.dumps(bound), flush=True)
     width, height = scene.cameras[0].width, scene.cameras[0].height
 
     def gain(run: dict, key: str) -> float | None:
@@ -116,6 +120,8 @@ def case(scene_path: Path, budget: str, device: str, threads: int, repairers: li
         # the gap fusion tries to close: ceiling minus plain, full frames and outside the windows
         "gap_psnr": None if ceiling is None else gain(ceiling, "psnr"),
         "gap_psnr_outside": None if ceiling is None else gain(ceiling, "psnr_outside"),
+        # what reprojection could give at best (benchmarks/reprojection_bound.py)
+        "reprojection_bound": bound,
     }
 
 

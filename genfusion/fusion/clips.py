@@ -2,8 +2,10 @@
 
 :class:`ClipRenderer` renders RGB-D clips from the trainer's current splats, with
 
-- an alpha that counts only the Gaussians the real training views saw (``observed_alpha``,
-  :mod:`genfusion.splat.observation`), so fog no photo looked at is a hole to repair;
+- the *seen alpha* of each frame: the opacity of the Gaussians the real training views saw
+  (:mod:`genfusion.splat.observation`). The map of unreliable pixels is built on it (fog no photo
+  looked at renders solid yet shows nothing real), and repairers get it as the clip's alpha when
+  they can repaint such holes (``observed_alpha``; automatic: with the diffusion model);
 - the nearest real training photo (the diffusion model's image context);
 - for a repairer that reprojects photos (``set_photos``), a photo bank refreshed once a round
   with the training photos as the trainer sees them and their rendered depth.
@@ -14,6 +16,8 @@ nothing from the loop, so the loop stays about the rounds.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -21,6 +25,13 @@ from genfusion.data.types import Camera, Scene
 from genfusion.fusion.config import FusionConfig
 from genfusion.generation.repairer import RepairClip, Repairer
 from genfusion.splat.trainer import Trainer
+
+
+class RenderedClip(NamedTuple):
+    """A rendered clip and what the map of unreliable pixels needs besides it."""
+
+    clip: RepairClip  # what the repairer gets
+    seen_alpha: torch.Tensor  # [T, H, W] opacity of the Gaussians the photos saw, per frame
 
 
 class ClipRenderer:
@@ -35,28 +46,40 @@ class ClipRenderer:
         self._seen_step: tuple[int, int] | None = None  # (step, count) the seen weights belong to
         self._seen: torch.Tensor | None = None  # [N] seen weight per Gaussian
 
-    def render(self, cameras: list[Camera]) -> RepairClip:
-        """The clip the repairer gets for ``cameras``: colour, depth (0 where nothing renders),
-        alpha (see :meth:`alpha`), the nearest training photo, the cameras."""
+    @property
+    def repairs_unseen(self) -> bool:
+        """Whether repairers get the seen alpha (unseen fog as a hole): as ``observed_alpha`` says;
+        automatic (None): only when the diffusion model repairs. The weight-free fill over unseen
+        fog scores below the fog itself (fox 68x120, masked 1/2, 1,500 steps: reprojection + fill
+        15.05 dB with it, 15.72 dB without; the fill alone 15.63 against 15.70)."""
+        if self.config.observed_alpha is not None:
+            return self.config.observed_alpha
+        return "diffusion" in getattr(self.repairer, "name", "")
+
+    def render(self, cameras: list[Camera]) -> RenderedClip:
+        """The clip the repairer gets for ``cameras`` (colour, depth 0 where nothing renders, alpha,
+        the nearest training photo, the cameras) and the seen alpha of each frame for the map."""
         self._refresh_photo_bank()
-        rgb, depth, alpha = [], [], []
+        rgb, depth, alpha, seen = [], [], [], []
         for camera in cameras:
             out = self.trainer.render(camera)
+            rendered_alpha = out.alpha[0, ..., 0]
             rgb.append(out.rgb[0].clamp(0, 1))
             depth.append(
-                torch.where(
-                    out.alpha[0, ..., 0] > 0, out.depth[0, ..., 0], torch.zeros_like(out.depth[0, ..., 0])
-                )
+                torch.where(rendered_alpha > 0, out.depth[0, ..., 0], torch.zeros_like(rendered_alpha))
             )
-            alpha.append(self.alpha(camera, out))
+            seen_alpha = self.seen_alpha(camera, rendered_alpha)
+            seen.append(seen_alpha)
+            alpha.append(seen_alpha if self.repairs_unseen else rendered_alpha)
         reference = self._reference_photo(cameras[len(cameras) // 2])
-        return RepairClip(
+        clip = RepairClip(
             rgb=torch.stack(rgb).cpu(),
             depth=torch.stack(depth).cpu(),
             alpha=torch.stack(alpha).cpu(),
             reference=reference,
             cameras=list(cameras),
         )
+        return RenderedClip(clip, torch.stack(seen).cpu())
 
     def _refresh_photo_bank(self) -> None:
         """Give a repairer that reprojects photos (``set_photos``) the training photos as the
@@ -80,12 +103,14 @@ class ClipRenderer:
         set_photos(self.trainer.train_views.images, cameras, depths)
         self._photo_bank_step = self.trainer.step
 
-    def unreliable_map(self, clip: RepairClip, result) -> torch.Tensor:
-        """[T, H, W] bool shown in the round events: the repairer's own map when it makes one
-        (render missing, unseen by the photos, or disagreeing with them), else low alpha / no depth."""
+    def unreliable_map(self, rendered: RenderedClip, result) -> torch.Tensor:
+        """[T, H, W] bool, the map users watch shrink (round events, viewer): low seen alpha (no
+        photo saw what renders there) or no depth, or the repairer's own map when it makes one
+        (unseen by the photos, disagreeing with them)."""
         from genfusion.fusion.expansion import unreliable_mask
 
-        mask = unreliable_mask(clip.alpha, clip.depth, self.config.unreliable_alpha)
+        clip = rendered.clip
+        mask = unreliable_mask(rendered.seen_alpha, clip.depth, self.config.unreliable_alpha)
         own = getattr(result, "unreliable", None)
         if own is not None and tuple(own.shape) == tuple(mask.shape):
             mask = mask | own.to(mask.device).bool()
@@ -98,12 +123,13 @@ class ClipRenderer:
         nearest = int(np.argmin(np.linalg.norm(centers - camera.camtoworld[:3, 3], axis=1)))
         return views.images[nearest].cpu()
 
-    def alpha(self, camera: Camera, out) -> torch.Tensor:
-        """[H, W] the alpha repairers see: with ``observed_alpha``, only the opacity of Gaussians
-        the real training views saw (:mod:`genfusion.splat.observation`; computed once a round),
-        so content no photo saw is a hole to repair; else the render's alpha."""
-        if not self.config.observed_alpha:
-            return out.alpha[0, ..., 0]
+    def seen_alpha(self, camera: Camera, rendered_alpha: torch.Tensor) -> torch.Tensor:
+        """[H, W] the opacity of the Gaussians the real training views saw
+        (:mod:`genfusion.splat.observation`; their weights computed once a training step), at most
+        ``rendered_alpha``; the rendered alpha itself when ``observed_alpha`` is False."""
+        if self.config.observed_alpha is False:
+            return rendered_alpha
+        from genfusion.splat.cameras import camera_tensors
         from genfusion.splat.observation import observed_alpha, seen_weights
 
         trainer, cfg = self.trainer, self.config.reconstruct
@@ -114,13 +140,11 @@ class ClipRenderer:
             views = trainer.train_views
             self._seen = seen_weights(trainer.splats, views.viewmats, views.Ks, views.sizes, **options)
             self._seen_step = (trainer.step, trainer.num_gaussians)
-        from genfusion.splat.cameras import camera_tensors
-
         viewmats, Ks = camera_tensors([camera], trainer.device)
         seen = observed_alpha(
             trainer.splats, self._seen, viewmats[0], Ks[0], camera.width, camera.height, **options
         )
-        return torch.minimum(seen, out.alpha[0, ..., 0])
+        return torch.minimum(seen, rendered_alpha)
 
     def unreliable_fraction(self, cameras: list[Camera]) -> float:
         """Share of unreliable pixels over renders of ``cameras`` now."""
@@ -129,8 +153,7 @@ class ClipRenderer:
         fractions = []
         for camera in cameras:
             out = self.trainer.render(camera)
-            mask = unreliable_mask(
-                self.alpha(camera, out), out.depth[0, ..., 0], self.config.unreliable_alpha
-            )
+            alpha = self.seen_alpha(camera, out.alpha[0, ..., 0])
+            mask = unreliable_mask(alpha, out.depth[0, ..., 0], self.config.unreliable_alpha)
             fractions.append(float(mask.float().mean()))
         return float(np.mean(fractions)) if fractions else 0.0

@@ -88,8 +88,9 @@ class FusionConfig:
     expansion: bool | None = None  # add Gaussians where renders are unreliable; None = the mode's
     expansion_fraction: float = 0.1  # share of unreliable pixels back-projected as new Gaussians
     unreliable_alpha: float = 0.1  # rendered alpha below this (or no depth) marks a pixel unreliable
-    # fog no photo looked at (random initialisation, children of splits) renders solid, shows nothing real
-    observed_alpha: bool = True  # repairers see only the opacity of Gaussians the photos saw
+    # fog no photo looked at (random initialisation, children of splits) renders solid, shows nothing
+    # real: the unreliable map always counts it; repairers get it as holes when this is on
+    observed_alpha: bool | None = None  # None: on for the diffusion model, off for the fill
     align_alpha: float = 0.4  # generated depth is aligned to the rendered one where alpha exceeds this
     event_image_size: int = 96  # long side (pixels) of the frames sent with round events
     snapshot_every_s: float = 2.0  # at most one splat snapshot event per this many seconds (viewer)

@@ -218,14 +218,15 @@ class FusionLoop:
         for start in range(0, len(cameras), cfg.clip_length):
             chunk = cameras[start : start + cfg.clip_length]
             t0 = time.perf_counter()
-            clip = self.clips.render(chunk)
+            rendered = self.clips.render(chunk)
+            clip = rendered.clip
             t1 = time.perf_counter()
             result = self.repairer.repair(clip, seed=cfg.reconstruct.seed * 1_000 + index * 97 + start)
             t2 = time.perf_counter()
             seconds["render"] += t1 - t0
             seconds["repair"] += t2 - t1
             warnings += result.warnings
-            masks = self.clips.unreliable_map(clip, result)
+            masks = self.clips.unreliable_map(rendered, result)
             unreliable_before.append(float(masks.float().mean()))
             finite = torch.isfinite(result.rgb).all(dim=-1).all(dim=(1, 2)) & torch.isfinite(
                 result.depth
@@ -244,7 +245,7 @@ class FusionLoop:
                     t3 = time.perf_counter()
                     added += self._expand(camera, clip, result, j, index)
                     seconds["expansion"] += time.perf_counter() - t3
-                view = self._generated_view(camera, result, j, f"r{index:02d}_{start + j:03d}", masks)
+                view = self._generated_view(camera, result, j, f"r{index:02d}_{start + j:03d}")
                 if view.weight is not None and not bool(view.weight.gt(0).any()):
                     skipped_empty += 1  # nothing in this frame to learn from
                     continue
@@ -319,7 +320,7 @@ class FusionLoop:
         return report
 
     @staticmethod
-    def _generated_weight(result, unreliable: torch.Tensor, j: int) -> torch.Tensor | None:
+    def _generated_weight(result, j: int) -> torch.Tensor | None:
         """Per-pixel weight of frame ``j``: the repairer's confidence when it has one (real
         reprojected pixels teach more than invented ones); for the weight-free fill, which returns
         the render unchanged wherever it was reliable, only the pixels it filled (supervising a
@@ -329,17 +330,15 @@ class FusionLoop:
         if confidence is not None:
             return torch.nan_to_num(confidence[j].float(), nan=0.0).clamp(0, 1)
         if result.repairer == "fallback":
-            return unreliable[j].float()
+            return (~result.reliable[j].bool()).float()
         return None
 
-    def _generated_view(
-        self, camera: Camera, result, j: int, name: str, unreliable: torch.Tensor
-    ) -> GeneratedView:
+    def _generated_view(self, camera: Camera, result, j: int, name: str) -> GeneratedView:
         from genfusion.splat.cameras import camera_tensors
 
         viewmats, Ks = camera_tensors([camera], "cpu")
         depth = result.depth[j].clamp_min(0) if self.config.generated_depth else None
-        weight = self._generated_weight(result, unreliable, j)
+        weight = self._generated_weight(result, j)
         return GeneratedView(
             name=name,
             viewmat=viewmats[0],

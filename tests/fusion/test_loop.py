@@ -146,3 +146,69 @@ def test_completion_along_a_camera_path_adds_gaussians_where_renders_were_empty(
     # measured: 3.9% of the path unreliable before, 0.5% after expansion
     assert first.unreliable_before > 0.02 and first.unreliable_after < 0.5 * first.unreliable_before
     assert loop.trainer.num_gaussians != before
+
+
+def _in_view(camera, point: np.ndarray) -> bool:
+    local = np.linalg.inv(camera.camtoworld) @ np.append(point, 1.0)
+    if local[2] <= 0:
+        return False
+    u, v = (camera.K @ (local[:3] / local[2]))[:2]
+    margin = 0.5 * max(camera.width, camera.height)  # the blob is large: keep well clear
+    return -margin <= u <= camera.width + margin and -margin <= v <= camera.height + margin
+
+
+def _looking_at(camera, eye: np.ndarray, target: np.ndarray):
+    """``camera`` moved to ``eye`` looking at ``target`` (OpenCV axes)."""
+    from dataclasses import replace
+
+    forward = (target - eye) / np.linalg.norm(target - eye)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    right = np.cross(forward, helper)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, forward, eye
+    return replace(camera, camtoworld=pose)
+
+
+def test_the_unreliable_map_counts_what_no_training_view_saw(synthetic, tmp_path):  # noqa: F811
+    """A solid blob where no training view looks renders with alpha ~1 but
+    was never seen: the map counts it; the fill gets it as a hole only when ``observed_alpha`` is on."""
+    from genfusion.fusion.expansion import new_gaussians, unreliable_mask
+    from genfusion.splat.append import append_gaussians
+
+    scene, images = synthetic
+    for setting, holes_for_repairer in ((None, False), (True, True)):
+        config = fusion_config(observed_alpha=setting)
+        loop = FusionLoop(
+            scene, config, tmp_path / f"run{setting}", repairer=FallbackRepairer(), images=images
+        )
+        trainer = loop.trainer
+        trainer.train(until=10)
+        # a blob outside every training window's frustum, and a camera 2 units before it
+        centres = np.stack([c.camtoworld[:3, 3] for c in scene.cameras])
+        reach = 3.0 * float(np.linalg.norm(centres - centres.mean(0), axis=1).max() + 1.0)
+        windows = trainer.split.train_cameras(scene)
+        direction = next(d for d in np.vstack([np.eye(3), -np.eye(3)]) if not any(
+            _in_view(c, centres.mean(0) + reach * d) for c in windows))  # fmt: skip
+        point = centres.mean(0) + reach * direction
+        away = _looking_at(scene.cameras[0], point - 2.0 * direction, point)
+        centre = torch.as_tensor(point, dtype=torch.float32)[None]
+        blob = new_gaussians(centre, torch.tensor([[0.9, 0.1, 0.1]]), trainer.splats["means"].detach(),
+                             trainer.config.sh_degree, opacity=0.99)  # fmt: skip
+        blob["scales"] = torch.full_like(blob["scales"], float(np.log(1.5)))
+        append_gaussians(trainer.splats, trainer.optimizers, trainer.strategy_state, blob)
+
+        pose = scene.cameras[trainer.split.train[0]]
+        rendered = loop.clips.render([away, pose])
+        alpha = torch.stack([trainer.render(c).alpha[0, ..., 0] for c in (away, pose)])
+        seen = rendered.seen_alpha
+        solid = alpha[0] > 0.5
+        assert float(solid.float().mean()) > 0.8 and float(seen[0].max()) < 0.05  # solid, unseen
+        assert float(seen[1].mean()) > 0.5  # the training pose itself: mostly seen
+        assert torch.all(seen <= alpha + 1e-6)
+        assert torch.allclose(rendered.clip.alpha, seen if holes_for_repairer else alpha, atol=1e-6)
+        shown = loop.clips.unreliable_map(rendered, loop.repairer.repair(rendered.clip))
+        assert bool(shown[0][solid].all())  # the blob is unreliable ...
+        low_alpha = unreliable_mask(alpha[0], rendered.clip.depth[0], config.unreliable_alpha)
+        assert not bool(low_alpha[solid].any())  # ... which low alpha alone never says
