@@ -245,7 +245,7 @@ class FusionLoop:
                     t3 = time.perf_counter()
                     added += self._expand(camera, clip, result, j, index)
                     seconds["expansion"] += time.perf_counter() - t3
-                view = self._generated_view(camera, result, j, f"r{index:02d}_{start + j:03d}")
+                view = self._generated_view(camera, clip, result, j, f"r{index:02d}_{start + j:03d}")
                 if view.weight is not None and not bool(view.weight.gt(0).any()):
                     skipped_empty += 1  # nothing in this frame to learn from
                     continue
@@ -319,26 +319,28 @@ class FusionLoop:
         self.reports.append(report)
         return report
 
-    @staticmethod
-    def _generated_weight(result, j: int) -> torch.Tensor | None:
+    def _generated_weight(self, clip: RepairClip, result, j: int) -> torch.Tensor | None:
         """Per-pixel weight of frame ``j``: the repairer's confidence when it has one (real
-        reprojected pixels teach more than invented ones); for the weight-free fill, which returns
-        the render unchanged wherever it was reliable, only the pixels it filled (supervising a
-        render with itself would only pin the splats to their state at this round); None (every
-        pixel counts fully) for a model that repaints the whole frame."""
+        reprojected pixels teach more than invented ones); for the weight-free fill, only the holes
+        of the clip it was given (alpha below ``unreliable_alpha`` or no depth): it returns the
+        render elsewhere, and where the render shows anything its smooth guess scores below the
+        render (fox 68x120, masked 1/2: supervising every pixel it filled, alpha < 0.5, 15.58 dB
+        against 15.70 plain); None (every pixel counts fully) for a model that repaints the frame."""
+        from genfusion.fusion.expansion import unreliable_mask
+
         confidence = getattr(result, "confidence", None)
         if confidence is not None:
             return torch.nan_to_num(confidence[j].float(), nan=0.0).clamp(0, 1)
         if result.repairer == "fallback":
-            return (~result.reliable[j].bool()).float()
+            return unreliable_mask(clip.alpha[j], clip.depth[j], self.config.unreliable_alpha).float()
         return None
 
-    def _generated_view(self, camera: Camera, result, j: int, name: str) -> GeneratedView:
+    def _generated_view(self, camera: Camera, clip: RepairClip, result, j: int, name: str) -> GeneratedView:
         from genfusion.splat.cameras import camera_tensors
 
         viewmats, Ks = camera_tensors([camera], "cpu")
         depth = result.depth[j].clamp_min(0) if self.config.generated_depth else None
-        weight = self._generated_weight(result, j)
+        weight = self._generated_weight(clip, result, j)
         return GeneratedView(
             name=name,
             viewmat=viewmats[0],
