@@ -12,7 +12,9 @@ Modules, one job each:
 - :mod:`app.viewer`: a viser server per job that streams the Gaussians while they train.
 - :mod:`app.proxy`: forwards ``/viewer/<job>/`` (HTTP and websocket) to that viser server, so
   everything is served from one port.
-- :mod:`app.ui`: the Gradio Blocks page and its API.
+- :mod:`app.ui`: the Gradio Blocks page and its API, built from :mod:`app.ui_api` (the API
+  actions and the caller's identity), :mod:`app.ui_fusion` (the fusion box) and
+  :mod:`app.ui_job` (the job column and its updates).
 - :mod:`app.server`: the FastAPI app that puts Gradio and the viewer proxy on one port.
 
 ``app`` is run from the checkout (``python launch.py``), never installed into site-packages.

@@ -236,7 +236,8 @@ def make_repairer(
         return FallbackRepairer(FallbackConfig(**(fallback_options or {})), reason=reason)
 
     def chain(next_stage: Repairer | None, reason: str) -> Repairer:
-        from genfusion.generation.reprojection import ReprojectionConfig, ReprojectionRepairer
+        from genfusion.generation.reprojection import ReprojectionRepairer
+        from genfusion.generation.reprojection_config import ReprojectionConfig
 
         config = ReprojectionConfig(**(reprojection_options or {}))
         return ReprojectionRepairer(next_stage, config, reason=reason)

@@ -13,16 +13,11 @@ from splat.test_trainer import synthetic, tiny_config  # noqa: F401  (pytest put
 from genfusion.data.types import Camera
 from genfusion.errors import GenFusionError
 from genfusion.generation.fallback import FallbackRepairer
+from genfusion.generation.photo_bank import PhotoBank, backproject_depth, depth_normals
 from genfusion.generation.repairer import RepairClip, Repairer, RepairResult, make_repairer
-from genfusion.generation.reprojection import (
-    PhotoBank,
-    ReprojectionConfig,
-    ReprojectionRepairer,
-    backproject_depth,
-    blend_consistent,
-    depth_normals,
-    reproject_frame,
-)
+from genfusion.generation.reproject_frame import blend_consistent, reproject_frame
+from genfusion.generation.reprojection import ReprojectionRepairer
+from genfusion.generation.reprojection_config import ReprojectionConfig
 
 W, H = 48, 36
 PLANE_Z = 4.0  # the textured plane z = 4 (world), seen by cameras near the origin looking along +z
