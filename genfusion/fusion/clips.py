@@ -32,6 +32,7 @@ class RenderedClip(NamedTuple):
 
     clip: RepairClip  # what the repairer gets
     seen_alpha: torch.Tensor  # [T, H, W] opacity of the Gaussians the photos saw, per frame
+    rendered_alpha: torch.Tensor  # [T, H, W] the render's own opacity
 
 
 class ClipRenderer:
@@ -60,7 +61,7 @@ class ClipRenderer:
         """The clip the repairer gets for ``cameras`` (colour, depth 0 where nothing renders, alpha,
         the nearest training photo, the cameras) and the seen alpha of each frame for the map."""
         self._refresh_photo_bank()
-        rgb, depth, alpha, seen = [], [], [], []
+        rgb, depth, alpha, seen, full = [], [], [], [], []
         for camera in cameras:
             out = self.trainer.render(camera)
             rendered_alpha = out.alpha[0, ..., 0]
@@ -70,6 +71,7 @@ class ClipRenderer:
             )
             seen_alpha = self.seen_alpha(camera, rendered_alpha)
             seen.append(seen_alpha)
+            full.append(rendered_alpha)
             alpha.append(seen_alpha if self.repairs_unseen else rendered_alpha)
         reference = self._reference_photo(cameras[len(cameras) // 2])
         clip = RepairClip(
@@ -79,7 +81,7 @@ class ClipRenderer:
             reference=reference,
             cameras=list(cameras),
         )
-        return RenderedClip(clip, torch.stack(seen).cpu())
+        return RenderedClip(clip, torch.stack(seen).cpu(), torch.stack(full).cpu())
 
     def _refresh_photo_bank(self) -> None:
         """Give a repairer that reprojects photos (``set_photos``) the training photos as the
@@ -107,10 +109,9 @@ class ClipRenderer:
         """[T, H, W] bool, the map users watch shrink (round events, viewer): low seen alpha (no
         photo saw what renders there) or no depth, or the repairer's own map when it makes one
         (unseen by the photos, disagreeing with them)."""
-        from genfusion.fusion.expansion import unreliable_mask
 
         clip = rendered.clip
-        mask = unreliable_mask(rendered.seen_alpha, clip.depth, self.config.unreliable_alpha)
+        mask = self._unreliable(rendered.seen_alpha, rendered.rendered_alpha, clip.depth)
         own = getattr(result, "unreliable", None)
         if own is not None and tuple(own.shape) == tuple(mask.shape):
             mask = mask | own.to(mask.device).bool()
@@ -122,6 +123,14 @@ class ClipRenderer:
         centers = torch.linalg.inv(views.viewmats)[:, :3, 3].cpu().numpy()
         nearest = int(np.argmin(np.linalg.norm(centers - camera.camtoworld[:3, 3], axis=1)))
         return views.images[nearest].cpu()
+
+    def _unreliable(self, seen: torch.Tensor, rendered: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        """Nothing renders (alpha below ``unreliable_alpha``, no depth), or less than
+        ``min_seen_share`` of what renders comes from Gaussians the photos saw."""
+        from genfusion.fusion.expansion import unreliable_mask
+
+        empty = unreliable_mask(seen, depth, self.config.unreliable_alpha)
+        return empty | (seen < self.config.min_seen_share * rendered)
 
     def seen_alpha(self, camera: Camera, rendered_alpha: torch.Tensor) -> torch.Tensor:
         """[H, W] the opacity of the Gaussians the real training views saw
@@ -148,12 +157,12 @@ class ClipRenderer:
 
     def unreliable_fraction(self, cameras: list[Camera]) -> float:
         """Share of unreliable pixels over renders of ``cameras`` now."""
-        from genfusion.fusion.expansion import unreliable_mask
 
         fractions = []
         for camera in cameras:
             out = self.trainer.render(camera)
-            alpha = self.seen_alpha(camera, out.alpha[0, ..., 0])
-            mask = unreliable_mask(alpha, out.depth[0, ..., 0], self.config.unreliable_alpha)
+            rendered_alpha = out.alpha[0, ..., 0]
+            seen = self.seen_alpha(camera, rendered_alpha)
+            mask = self._unreliable(seen, rendered_alpha, out.depth[0, ..., 0])
             fractions.append(float(mask.float().mean()))
         return float(np.mean(fractions)) if fractions else 0.0

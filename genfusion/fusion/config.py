@@ -91,6 +91,7 @@ class FusionConfig:
     # fog no photo looked at (random initialisation, children of splits) renders solid, shows nothing
     # real: the unreliable map always counts it; repairers get it as holes when this is on
     observed_alpha: bool | None = None  # None: on for the diffusion model, off for the fill
+    min_seen_share: float = 0.5  # less of a pixel's opacity than this from seen Gaussians: unreliable
     align_alpha: float = 0.4  # generated depth is aligned to the rendered one where alpha exceeds this
     event_image_size: int = 96  # long side (pixels) of the frames sent with round events
     snapshot_every_s: float = 2.0  # at most one splat snapshot event per this many seconds (viewer)
@@ -111,7 +112,13 @@ class FusionConfig:
             raise GenFusionError(f"--clip-length must be at least 2, got {self.clip_length}")
         if self.views_per_round is not None and self.views_per_round < 1:
             raise GenFusionError(f"--views-per-round must be at least 1, got {self.views_per_round}")
-        for name in ("expansion_fraction", "unreliable_alpha", "align_alpha", "previous_decay"):
+        for name in (
+            "expansion_fraction",
+            "unreliable_alpha",
+            "align_alpha",
+            "previous_decay",
+            "min_seen_share",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise GenFusionError(f"--{name.replace('_', '-')} must lie in [0, 1], got {value}")
