@@ -135,6 +135,9 @@ def main() -> None:
         help="comma-separated repairer kinds to fuse with (see make_repairer)",
     )
     parser.add_argument("--skip-cuda", action="store_true")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="JSON to write (default: results/fusion.json)"
+    )
     args = parser.parse_args()
     repairers = [k for k in args.repairers.split(",") if k]
     results = {"machine": platform.platform(), "torch": torch.__version__}
@@ -144,8 +147,8 @@ def main() -> None:
         results["cuda_paper"] = case(args.scene, "paper", "cuda", args.threads, repairers)
     else:
         results["cuda_paper"] = {"skipped": "no CUDA GPU on this machine"}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
