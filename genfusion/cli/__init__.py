@@ -19,6 +19,7 @@ from genfusion.errors import GenFusionError
 SUBCOMMANDS: dict[str, str] = {
     "inspect": "inspect",
     "poses": "poses",
+    "triangulate": "triangulate",
     "reconstruct": "reconstruct",
     "fuse": "fuse",
     "render": "render",
@@ -32,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
 SUMMARIES: dict[str, str] = {
     "inspect": "describe a capture: format, images, cameras, distortion, points, bounds",
     "poses": "estimate camera poses for unposed photos, a zip or a video (pycolmap)",
+    "triangulate": "triangulate sparse points at a capture's known poses (transforms.json, LLFF)",
     "reconstruct": "train 2DGS/3DGS splats on a scene",
     "fuse": "cyclic fusion: reconstruct, repair novel views, train on them, repeat",
     "render": "render a camera path from a run as mp4, optionally repaired",

@@ -15,6 +15,7 @@ import numpy as np
 
 from genfusion.data.geometry import intrinsics_matrix, validate_pose
 from genfusion.data.images import choose_factor, downscaled_folders, list_images
+from genfusion.data.transforms import POINTS_NAME, read_ply_points
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
 
@@ -94,10 +95,16 @@ def read_llff_scene(root: Path, downscale: int = 1) -> Scene:
                 camera_id=1,
             )
         )
+    points = colors = None
+    if (root / POINTS_NAME).is_file():  # LLFF has no points of its own; genfusion triangulate adds them
+        points, colors = read_ply_points(root / POINTS_NAME, path)
+        notes.append(f"sparse points from {POINTS_NAME} (genfusion triangulate).")
     return Scene(
         cameras=cameras,
         root=root,
         format="llff",
+        points=points,
+        point_colors=colors,
         near_far=data[:, 15:17].astype(np.float64),
         notes=notes,
     )

@@ -22,6 +22,9 @@ from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
 
 TRANSFORMS_NAME = "transforms.json"
+# Sparse points beside a pose file that has none of its own (nerfstudio's name; what
+# ``genfusion triangulate`` writes): picked up by the transforms and LLFF readers.
+POINTS_NAME = "sparse_pc.ply"
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "camera_angle_x", "camera_angle_y", "cx", "cy", "w", "h")
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 _FISHEYE_MODELS = ("OPENCV_FISHEYE", "FISHEYE", "EQUIRECTANGULAR", "FISHEYE624")
@@ -101,16 +104,17 @@ def _frame_intrinsics(
 
 
 def read_ply_points(path: Path, source: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """xyz (P, 3) and RGB in [0, 1] (or None) from a point-cloud .ply (nerfstudio's ply_file_path)."""
+    """xyz (P, 3) and RGB in [0, 1] (or None) from a point-cloud .ply (nerfstudio's ply_file_path);
+    errors name ``source``, the pose file the points belong to."""
     from plyfile import PlyData
 
     try:
         vertex = PlyData.read(str(path))["vertex"]
     except Exception as err:  # plyfile raises several types for bad files
         raise GenFusionError(
-            f"cannot read the point cloud {path.name} named by ply_file_path ({err}).",
+            f"cannot read the point cloud {path.name} ({err}).",
             path=source,
-            hint="Fix or remove ply_file_path in transforms.json.",
+            hint=f"Fix or delete {path.name} (genfusion triangulate writes a new one).",
         ) from None
     xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64)
     names = vertex.data.dtype.names
@@ -179,6 +183,9 @@ def read_transforms_scene(root: Path, json_path: Path | None = None) -> Scene:
             points, colors = read_ply_points(ply, json_path)
         else:
             notes.append(f"ply_file_path names {ply}, which does not exist; loaded without sparse points.")
+    elif (json_dir / POINTS_NAME).is_file():
+        points, colors = read_ply_points(json_dir / POINTS_NAME, json_path)
+        notes.append(f"sparse points from {POINTS_NAME} (genfusion triangulate).")
     aabb_scale = meta.get("aabb_scale")
     return Scene(
         cameras=cameras,

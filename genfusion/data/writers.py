@@ -21,6 +21,7 @@ from genfusion.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 from genfusion.data.colmap import MODEL_IDS
 from genfusion.data.geometry import opencv_to_opengl, rotmat_to_qvec
 from genfusion.data.images import load_image_uint8
+from genfusion.data.transforms import POINTS_NAME
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
 from genfusion.progress import ProgressCallback, ProgressEvent, emit
@@ -195,25 +196,30 @@ def write_transforms(scene: Scene, json_path: Path | str, *, image_dir: Path | N
         frames.append(frame)
     meta["frames"] = frames
     if scene.has_points:
-        ply_path = json_path.parent / "sparse_pc.ply"
-        with atomic_path(ply_path) as tmp:
-            _write_ply(scene, tmp)
+        ply_path = write_points_ply(json_path.parent / POINTS_NAME, scene.points, scene.point_colors)
         meta["ply_file_path"] = ply_path.name
     write_json_atomic(json_path, meta)
     return json_path
 
 
-def _write_ply(scene: Scene, path: Path) -> None:
+def write_points_ply(path: Path | str, points: np.ndarray, colors: np.ndarray | None) -> Path:
+    """Sparse points (and RGB in [0, 1], grey when None) as a binary point-cloud .ply, the file
+    nerfstudio's ``ply_file_path`` names; written atomically."""
     from plyfile import PlyData, PlyElement
 
-    xyz, rgb = _points(scene)
+    path = Path(path)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    colors = np.full_like(points, 0.5) if colors is None else np.asarray(colors)
+    rgb = np.clip(np.round(colors * 255.0), 0, 255).astype(np.uint8)
     vertex = np.empty(
-        len(xyz),
+        len(points),
         dtype=[("x", "f8"), ("y", "f8"), ("z", "f8"), ("red", "u1"), ("green", "u1"), ("blue", "u1")],
     )
-    vertex["x"], vertex["y"], vertex["z"] = xyz.T
+    vertex["x"], vertex["y"], vertex["z"] = points.T
     vertex["red"], vertex["green"], vertex["blue"] = rgb.T
-    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(vertex, "vertex")]).write(str(tmp))
+    return path
 
 
 def export_images(

@@ -130,8 +130,8 @@ class FusionLoop:
     def _emit(self, event: ProgressEvent) -> None:
         """Forward to the caller and append a JSON line (payload arrays are left out)."""
         emit(self._progress, event)
-        if event.stage == "fusion.snapshot":
-            return
+        if event.stage == "fusion.snapshot" or not self.out_dir.is_dir():
+            return  # the run folder exists once the trainer accepted the run (triangulation is before)
         line = {
             "time": round(time.time(), 3),
             "stage": event.stage,

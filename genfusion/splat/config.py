@@ -51,6 +51,7 @@ Method = Literal["2dgs", "3dgs"]
 Device = Literal["auto", "cpu", "cuda"]
 Densification = Literal["auto", "default", "sparse-aware", "mcmc"]
 Backend = Literal["auto", "gsplat", "torch", "dense"]
+InitPoints = Literal["auto", "triangulate", "random"]
 
 
 @dataclass
@@ -66,6 +67,10 @@ class ReconstructConfig:
     seed: int = 0  # seeds initialisation, view order, random backgrounds and densification noise
 
     # --- initialisation ---
+    # where Gaussians start: auto = the capture's sparse points, or for a capture without any, points
+    # triangulated at its known poses (genfusion.data.triangulate, cached), or random points when
+    # that fails; triangulate = the same, but failing is an error; random = random points always
+    init_points: InitPoints = "auto"
     init_random_points: int = 20_000  # Gaussians placed at random when the scene has no sparse points
     init_extent: float = 3.0  # random init box half-size as a multiple of scene_scale (no near/far)
     init_opacity: float = 0.1  # initial opacity of every Gaussian (post-sigmoid)

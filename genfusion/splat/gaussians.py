@@ -20,12 +20,14 @@ around the cameras, like gsplat's ``init_type="random"``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
 from genfusion.data.types import Scene
+from genfusion.progress import ProgressCallback
 from genfusion.splat.sh import rgb_to_sh
 
 PARAMETER_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
@@ -108,6 +110,21 @@ def initial_points(
         return points, colors, f"{random_count} random points in the camera frusta (no sparse points)"
     points, colors = random_points_in_box(scene, random_count, extent, scene_scale, generator)
     return points, colors, f"{random_count} random points in the scene box (no sparse points)"
+
+
+def scene_to_start_from(
+    scene: Scene, init_points: str, *, photos: bool = True, progress: ProgressCallback | None = None
+) -> Scene:
+    """The scene whose points :func:`initial_points` starts from, as ``init_points`` says: its own
+    sparse points; for a capture without any (and ``photos`` on disk to match), points triangulated
+    at its known poses (:func:`genfusion.data.triangulate.scene_with_points`); none for "random"."""
+    if init_points == "random":
+        return replace(scene, points=None, point_colors=None)
+    if scene.has_points or not photos:
+        return scene
+    from genfusion.data.triangulate import scene_with_points
+
+    return scene_with_points(scene, required=init_points == "triangulate", progress=progress)
 
 
 def nearest_neighbour_distance(points: np.ndarray, k: int = 3) -> np.ndarray:

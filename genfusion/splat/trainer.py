@@ -52,6 +52,7 @@ from genfusion.splat.gaussians import (
     learning_rates,
     means_lr_at,
     scene_scale_of,
+    scene_to_start_from,
 )
 from genfusion.splat.losses import psnr_of_mse
 from genfusion.splat.memory import check_training_memory
@@ -126,14 +127,18 @@ class Trainer:
         self.scene_scale = scene_scale_of(scene.subset(self.train_ids))
 
         torch.manual_seed(config.seed)
+        # a capture without sparse points gets them triangulated at its poses (init_points)
+        start = scene_to_start_from(scene, config.init_points, photos=images is None, progress=progress)
         points, colors, self.init_note = initial_points(
-            scene.subset(self.train_ids),
+            start.subset(self.train_ids),
             random_count=config.init_random_points,
             max_points=config.max_init_points,
             extent=config.init_extent,
             scene_scale=self.scene_scale,
             seed=config.seed,
         )
+        if start.has_points and not scene.has_points:
+            self.init_note = start.notes[-1].rstrip(".")  # triangulated: how many, from what
         # refuse before decoding images or allocating Gaussians
         check_training_memory(
             num_gaussians=max(len(points), 1),
