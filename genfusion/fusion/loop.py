@@ -71,6 +71,13 @@ class RoundReport:
     test_psnr_outside: float | None = None  # masked protocol: outside the windows
 
 
+def _cuda_devices(device: torch.device) -> list[int]:
+    """The CUDA device whose random stream a forked block must restore (none on CPU)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def _small(image: torch.Tensor, long_side: int) -> np.ndarray:
     """[H, W, C] in [0, 1] -> uint8, resized so its long side is at most ``long_side``."""
     import cv2
@@ -451,7 +458,11 @@ class FusionLoop:
         cfg, trainer = self.config, self.trainer
         while self.next_round < len(cfg.rounds):
             trainer.train(until=cfg.rounds[self.next_round], stop_check=stop_check)
-            self.run_round(self.next_round)
+            # the round draws its own random numbers (repairers, expansion samples) from a forked
+            # stream, so training continues on the stream a plain run would have: a round that
+            # adds no view leaves the run bit-identical to plain (densification samples globally)
+            with torch.random.fork_rng(devices=_cuda_devices(trainer.device)):
+                self.run_round(self.next_round)
             self.next_round += 1
             self._save_state()
         trainer.train(until=cfg.reconstruct.iterations, stop_check=stop_check)

@@ -212,3 +212,32 @@ def test_the_unreliable_map_counts_what_no_training_view_saw(synthetic, tmp_path
         assert bool(shown[0][solid].all())  # the blob is unreliable ...
         low_alpha = unreliable_mask(alpha[0], rendered.clip.depth[0], config.unreliable_alpha)
         assert not bool(low_alpha[solid].any())  # ... which low alpha alone never says
+
+
+class RandomNaNRepairer(NaNRepairer):
+    """Draws from the global random stream (as a diffusion sampler would), then fails."""
+
+    def repair(self, clip, *, seed=None, progress=None):
+        torch.rand(1000)
+        return super().repair(clip)
+
+
+def test_a_round_that_adds_no_view_leaves_training_as_plain(synthetic, tmp_path):  # noqa: F811
+    from dataclasses import replace
+
+    from genfusion.splat.trainer import Trainer
+
+    scene, images = synthetic
+    config = fusion_config()
+    # every Gaussian that grows is split, and a split samples its children at random
+    # and splits continue after the first round (17)
+    grow = dict(grow_grad2d=1e-9, grow_scale3d=0.0, refine_every=5, refine_stop=39, max_gaussians=4000)
+    config = replace(config, reconstruct=replace(config.reconstruct, **grow))
+    loop = FusionLoop(scene, config, tmp_path / "run", repairer=RandomNaNRepairer(), images=images)
+    loop.run()
+    plain = Trainer(scene, config.reconstruct, images=images)
+    plain.train()
+    # the rounds drew random numbers, yet densification sampled the same children: same splats
+    assert loop.trainer.num_gaussians == plain.num_gaussians > 1000
+    for name, value in plain.splats.items():
+        torch.testing.assert_close(loop.trainer.splats[name], value, rtol=0, atol=0)
