@@ -67,10 +67,9 @@ class ReconstructConfig:
     seed: int = 0  # seeds initialisation, view order, random backgrounds and densification noise
 
     # --- initialisation ---
-    # where Gaussians start: auto = the capture's sparse points, or for a capture without any, points
-    # triangulated at its known poses (genfusion.data.triangulate, cached), or random points when
-    # that fails; triangulate = the same, but failing is an error; random = random points always
-    init_points: InitPoints = "auto"
+    # auto: a capture without sparse points gets them triangulated at its poses (cached), random
+    # points only if that fails; triangulate: the same, failing is an error; random: always random
+    init_points: InitPoints = "auto"  # where Gaussians start: the sparse points, triangulated, random
     init_random_points: int = 20_000  # Gaussians placed at random when the scene has no sparse points
     init_extent: float = 3.0  # random init box half-size as a multiple of scene_scale (no near/far)
     init_opacity: float = 0.1  # initial opacity of every Gaussian (post-sigmoid)
