@@ -72,6 +72,7 @@ def memory_config(method: str, downscale: int, init: int, cap: int, steps: int):
         backend="torch",
         downscale=downscale,
         iterations=30_000,  # explicit schedule steps below are used as given
+        init_points="random",
         init_random_points=init,
         max_gaussians=cap,
         refine_start=1,

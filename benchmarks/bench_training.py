@@ -98,7 +98,12 @@ def cpu_section(fern: Path, args) -> dict:
     for method in ("3dgs", "2dgs"):
         for backend in ("torch", "dense"):
             cfg = ReconstructConfig(
-                method=method, backend=backend, device="cpu", iterations=1000, init_random_points=args.points
+                method=method,
+                backend=backend,
+                device="cpu",
+                iterations=1000,
+                init_points="random",
+                init_random_points=args.points,
             )
             result = iterations_per_second(scene, cfg, warmup=2, timed=args.timed_steps)
             out["speed"][f"{method}_{backend}"] = result
@@ -114,6 +119,7 @@ def cpu_section(fern: Path, args) -> dict:
                 backend="torch",
                 device="cpu",
                 iterations=1000,
+                init_points="random",
                 init_random_points=args.full_points,
             )
             result = iterations_per_second(scene, cfg, warmup=1, timed=3)
@@ -122,14 +128,18 @@ def cpu_section(fern: Path, args) -> dict:
     if args.cpu_fern_seconds > 0:
         scene = load_scene(fern, downscale=args.fern_downscale)
         probe = ReconstructConfig(
-            method="3dgs", device="cpu", iterations=1000, init_random_points=args.points
+            method="3dgs", device="cpu", iterations=1000, init_points="random", init_random_points=args.points
         )
         rate = iterations_per_second(scene, probe, warmup=2, timed=5)["its_per_s"]
         # densification grows the Gaussians several-fold and slows the steps accordingly; the
         # time limit is a guard (the schedule then ends early, which the JSON shows)
         iterations = max(50, int(args.cpu_fern_seconds * rate * 0.3))
         cfg = ReconstructConfig(
-            method="3dgs", device="cpu", iterations=iterations, init_random_points=args.points
+            method="3dgs",
+            device="cpu",
+            iterations=iterations,
+            init_points="random",
+            init_random_points=args.points,
         )
         out["fern"] = full_run(scene, cfg, time_limit=1.5 * args.cpu_fern_seconds)
         out["fern"]["note"] = (
@@ -148,7 +158,12 @@ def cuda_section(fern: Path, args) -> dict:
     for method in ("3dgs", "2dgs"):
         for backend in ("gsplat", "torch"):
             cfg = ReconstructConfig(
-                method=method, backend=backend, device="cuda", iterations=1000, init_random_points=args.points
+                method=method,
+                backend=backend,
+                device="cuda",
+                iterations=1000,
+                init_points="random",
+                init_random_points=args.points,
             )
             out["speed"][f"{method}_{backend}"] = iterations_per_second(scene, cfg, warmup=5, timed=50)
     scene = load_scene(fern, downscale=8)  # images_8

@@ -130,6 +130,7 @@ def main() -> None:
         method=args.method,
         iterations=args.steps,
         downscale=args.downscale,
+        init_points="random",
         init_random_points=args.gaussians,
         log_every=10,
         checkpoint_every=0,

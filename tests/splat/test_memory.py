@@ -37,7 +37,7 @@ RUN = textwrap.dedent(
     baseline = rss()
     config = ReconstructConfig(
         method="3dgs", device="cpu", backend="torch", downscale=32, iterations=30_000,
-        init_random_points=5_000, max_gaussians=10_000, refine_start=1, refine_every=3,
+        init_points="random", init_random_points=5_000, max_gaussians=10_000, refine_start=1, refine_every=3,
         grow_grad2d=1e-12, reset_every=100_000, sh_degree_interval=1,
         checkpoint_every=0,
     )
