@@ -185,6 +185,16 @@ def build_ui(studio: Studio) -> gr.Blocks:
             updates.refresh_jobs, [owner], panel.jobs, api_visibility="private"
         ).then(lambda job: gr.update(value=job), panel.job_id, panel.jobs, api_visibility="private")
 
+        # what a job switch and the timer both refresh, in the order select and tick return them
+        job_views = [
+            panel.psnr_plot,
+            panel.count_plot,
+            panel.downloads,
+            panel.model,
+            panel.gallery,
+            panel.rounds_plot,
+            panel.rounds_view,
+        ]
         panel.jobs.change(
             updates.select,
             [panel.jobs, owner],
@@ -193,13 +203,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 panel.progress,
                 panel.status_text,
                 panel.viewer,
-                panel.psnr_plot,
-                panel.count_plot,
-                panel.downloads,
-                panel.model,
-                panel.gallery,
-                panel.rounds_plot,
-                panel.rounds_view,
+                *job_views,
                 seen,
             ],  # fmt: skip
             api_visibility="private",
@@ -211,13 +215,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             [
                 panel.progress,
                 panel.status_text,
-                panel.psnr_plot,
-                panel.count_plot,
-                panel.downloads,
-                panel.model,
-                panel.gallery,
-                panel.rounds_plot,
-                panel.rounds_view,
+                *job_views,
                 panel.jobs,
                 seen,
             ],  # fmt: skip

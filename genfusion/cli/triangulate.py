@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     from genfusion.cli.poses import _ctrl_c_cancels
     from genfusion.data import load_scene
     from genfusion.data.transforms import POINTS_NAME
@@ -46,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise GenFusionError("already exists.", path=out, hint="Pass --overwrite to replace it.")
     # a temp cache: photos are decoded and undistorted for SIFT, never cached into the capture
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="genfusion-triangulate-") as cache:
         scene = load_scene(args.scene, cache_dir=Path(cache))
         if scene.has_points and not (out.exists() and args.overwrite):

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -73,7 +73,7 @@ def _feature_camera(camera: Camera, max_size: int) -> Camera:
     width, height = camera.width, camera.height
     if camera.image_path is not None and camera.image_path.is_file():
         file_w, file_h = read_image_size(camera.image_path)
-        if file_w * height == file_h * width or abs(file_w / file_h - width / height) < 0.01:
+        if abs(file_w / file_h - width / height) < 0.01:  # the same photo, stored larger
             width, height = max(width, file_w), max(height, file_h)
     scale = min(1.0, max_size / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -103,7 +103,7 @@ def triangulate_points(
 
     Progress stages: points.images, points.extract, points.match, points.triangulate.
     """
-    from genfusion.data.sfm import available_threads
+    from genfusion.data.sfm import SfMConfig, _cancellation, _prefixed, _Run, available_threads
 
     config = config or TriangulateConfig()
     cameras = [c for c in scene.cameras if c.image_path is not None and c.image_path.is_file()]
@@ -116,7 +116,11 @@ def triangulate_points(
     threads = config.num_threads or available_threads()
     work = Path(tempfile.mkdtemp(prefix="genfusion-points-"))
     try:
-        return _triangulate(cameras, work, config, threads, progress, stop_check)
+        with _cancellation(stop_check) as token:
+            # sfm's stages (matching, cancellation) serve here too; only their settings differ
+            matching = SfMConfig(sequential_overlap=config.sequential_overlap, num_threads=threads)
+            run = _Run(matching, threads, _prefixed(progress, "points."), token)
+            return _triangulate(cameras, work, config, run, stop_check)
     except InterruptedError:  # pycolmap's answer to a cancelled token
         raise Cancelled("triangulation was cancelled; nothing was written.", hint="Start it again.") from None
     finally:
@@ -127,13 +131,16 @@ def _triangulate(
     cameras: list[Camera],
     work: Path,
     config: TriangulateConfig,
-    threads: int,
-    progress: ProgressCallback | None,
+    run,
     stop_check: Callable[[], bool] | None,
 ) -> TriangulatedPoints:
+    """The body of :func:`triangulate_points`, working inside ``work``; ``run`` is sfm's
+    ``_Run`` (threads, ``points.``-prefixed progress, cancellation token)."""
     import pycolmap
 
-    from genfusion.data.sfm import _quiet_pycolmap
+    from genfusion.data.sfm import _match, _quiet_pycolmap, choose_matcher
+
+    progress = run.progress
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -143,43 +150,40 @@ def _triangulate(
     for i, camera in enumerate(cameras):
         _check(stop_check)
         feature_camera = _feature_camera(camera, config.max_image_size)
-        rgb = load_image_uint8(feature_camera)
+        # decoded for SIFT once: not worth a copy in the capture's image cache
+        rgb = load_image_uint8(replace(feature_camera, cache_dir=None))
         name = f"{i:06d}.png"
         cv2.imwrite(str(images_dir / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         feature_cameras.append(feature_camera)
         names.append(name)
-        emit(progress, ProgressEvent("points.images", i + 1, len(cameras), camera.name))
+        emit(progress, ProgressEvent("images", i + 1, len(cameras), camera.name))
     seconds["images"] = time.perf_counter() - clock
 
     database = work / "database.db"
     with _quiet_pycolmap():
         clock = time.perf_counter()
-        _extract_with_known_intrinsics(database, images_dir, names, feature_cameras, config, threads)
-        emit(progress, ProgressEvent("points.extract", 1, 1, f"SIFT features of {len(names)} photos"))
+        _extract_with_known_intrinsics(database, images_dir, names, feature_cameras, config, run)
+        emit(progress, ProgressEvent("extract", 1, 1, f"SIFT features of {len(names)} photos"))
         seconds["extract"] = time.perf_counter() - clock
         _check(stop_check)
         clock = time.perf_counter()
-        matching = pycolmap.FeatureMatchingOptions(num_threads=threads)
-        if len(names) <= config.exhaustive_max_images:
-            pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
-        else:
-            pairing = pycolmap.SequentialPairingOptions(
-                overlap=config.sequential_overlap, quadratic_overlap=True, loop_detection=False
-            )
-            pycolmap.match_sequential(
-                database, matching_options=matching, pairing_options=pairing, device=pycolmap.Device.cpu
-            )
-        emit(progress, ProgressEvent("points.match", 1, 1, "matched"))
+        matcher = choose_matcher("auto", "folder", len(names), config.exhaustive_max_images)
+        _match(run, database, matcher, len(names))
         seconds["match"] = time.perf_counter() - clock
         _check(stop_check)
         clock = time.perf_counter()
         reconstruction = _known_poses(database, names, feature_cameras)
         (work / "model").mkdir()
-        options = pycolmap.IncrementalPipelineOptions(num_threads=threads)
+        options = pycolmap.IncrementalPipelineOptions(num_threads=run.threads)
         reconstruction = pycolmap.triangulate_points(
-            reconstruction, database, images_dir, work / "model", options=options
+            reconstruction,
+            database,
+            images_dir,
+            work / "model",
+            options=options,
+            cancellation_token=run.token,
         )
-        emit(progress, ProgressEvent("points.triangulate", 1, 1, f"{reconstruction.num_points3D()} points"))
+        emit(progress, ProgressEvent("triangulate", 1, 1, f"{reconstruction.num_points3D()} points"))
         seconds["triangulate"] = time.perf_counter() - clock
     return _kept_points(reconstruction, config, len(names), seconds)
 
@@ -190,12 +194,14 @@ def _extract_with_known_intrinsics(
     names: list[str],
     cameras: list[Camera],
     config: TriangulateConfig,
-    threads: int,
+    run,
 ) -> None:
     """SIFT into ``database``; photos sharing intrinsics share one PINHOLE camera holding them."""
     import pycolmap
 
-    extraction = pycolmap.FeatureExtractionOptions(num_threads=threads, max_image_size=config.max_image_size)
+    extraction = pycolmap.FeatureExtractionOptions(
+        num_threads=run.threads, max_image_size=config.max_image_size
+    )
     extraction.sift.max_num_features = config.max_num_features
     groups: dict[tuple, list[str]] = {}
     for name, camera in zip(names, cameras, strict=True):
@@ -214,6 +220,7 @@ def _extract_with_known_intrinsics(
             reader_options=reader,
             extraction_options=extraction,
             device=pycolmap.Device.cpu,
+            cancellation_token=run.token,
         )
 
 
@@ -307,8 +314,6 @@ def scene_with_points(
     without points and a note saying so, and training starts from random points; with
     ``required`` that is an error instead.
     """
-    from dataclasses import replace
-
     from genfusion.data.transforms import read_ply_points
     from genfusion.data.writers import write_points_ply
 
