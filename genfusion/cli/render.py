@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from genfusion.data.camera_path import even_size, read_camera_path
     from genfusion.export.video import render_depth_frames, to_uint8, write_mp4
     from genfusion.flags import dataclass_from_args
+    from genfusion.fusion.clips import surface_colour
     from genfusion.generation.repairer import RepairClip, make_repairer
 
     options: RenderOptions = dataclass_from_args(RenderOptions, args)
@@ -84,10 +85,13 @@ def run(args: argparse.Namespace) -> int:
         if repairer is None:
             yield from (to_uint8(frame) for frame in rgb)
             return
+        alpha = torch.from_numpy(np.stack([b[2] for b in batch]))
+        # the repairer sees the surface's own colour: the black background showing through partly
+        # transparent splats is repaired like a hole (as in the fusion loop's clips)
         clip = RepairClip(
-            rgb=rgb,
+            rgb=surface_colour(rgb, alpha, torch.zeros(3)),
             depth=torch.from_numpy(np.stack([b[1] for b in batch])),
-            alpha=torch.from_numpy(np.stack([b[2] for b in batch])),
+            alpha=alpha,
         )
         result = repairer.repair(clip)
         fixed = result.rgb if result.usable else rgb

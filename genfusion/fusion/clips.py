@@ -27,6 +27,20 @@ from genfusion.generation.repairer import RepairClip, Repairer
 from genfusion.splat.trainer import Trainer
 
 
+def surface_colour(
+    rgb: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor, min_alpha: float = 1e-3
+) -> torch.Tensor:
+    """[H, W, 3] the colour of what renders, without the background: ``rgb`` was composited as
+    ``surface * alpha + background * (1 - alpha)``, so ``surface = (rgb - background * (1 - alpha))
+    / alpha``. Splats trained on a few windows stay partly transparent outside them, and the black
+    background darkens the render there (fox 68x120, masked 1/2: un-premultiplying the plain run's
+    test renders alone lifts them from 18.53 to 18.99 dB). Pixels with ``alpha`` below
+    ``min_alpha`` keep ``rgb`` (nothing renders there: they are holes for the repairer)."""
+    a = alpha[..., None]
+    surface = (rgb - background * (1 - a)) / a.clamp_min(min_alpha)
+    return torch.where(a >= min_alpha, surface, rgb).clamp(0, 1)
+
+
 class RenderedClip(NamedTuple):
     """A rendered clip and what the map of unreliable pixels needs besides it."""
 
@@ -65,7 +79,7 @@ class ClipRenderer:
         for camera in cameras:
             out = self.trainer.render(camera)
             rendered_alpha = out.alpha[0, ..., 0]
-            rgb.append(out.rgb[0].clamp(0, 1))
+            rgb.append(self.shown_colour(out.rgb[0], rendered_alpha))
             depth.append(
                 torch.where(rendered_alpha > 0, out.depth[0, ..., 0], torch.zeros_like(rendered_alpha))
             )
@@ -82,6 +96,14 @@ class ClipRenderer:
             cameras=list(cameras),
         )
         return RenderedClip(clip, torch.stack(seen).cpu(), torch.stack(full).cpu())
+
+    def shown_colour(self, rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """[H, W, 3] the colour a repairer is shown: with ``remove_background``, the colour of the
+        surface itself, the run's background taken out where the splats let it through."""
+        if not self.config.remove_background:
+            return rgb.clamp(0, 1)
+        background = self.trainer.background.to(rgb.device)
+        return surface_colour(rgb, alpha, background)
 
     def _refresh_photo_bank(self) -> None:
         """Give a repairer that reprojects photos (``set_photos``) the training photos as the

@@ -39,7 +39,7 @@ import torch
 from genfusion.atomic import atomic_directory, write_json_atomic
 from genfusion.data.types import Camera, Scene
 from genfusion.errors import GenFusionError
-from genfusion.fusion.clips import ClipRenderer
+from genfusion.fusion.clips import ClipRenderer, RenderedClip
 from genfusion.fusion.config import FusionConfig
 from genfusion.fusion.schedule import round_weight
 from genfusion.generation.repairer import RepairClip, Repairer, make_repairer
@@ -252,7 +252,7 @@ class FusionLoop:
                     t3 = time.perf_counter()
                     added += self._expand(camera, clip, result, j, index)
                     seconds["expansion"] += time.perf_counter() - t3
-                view = self._generated_view(camera, clip, result, j, f"r{index:02d}_{start + j:03d}")
+                view = self._generated_view(camera, rendered, result, j, f"r{index:02d}_{start + j:03d}")
                 if view.weight is not None and not bool(view.weight.gt(0).any()):
                     skipped_empty += 1  # nothing in this frame to learn from
                     continue
@@ -326,28 +326,42 @@ class FusionLoop:
         self.reports.append(report)
         return report
 
-    def _generated_weight(self, clip: RepairClip, result, j: int) -> torch.Tensor | None:
+    def _generated_weight(self, rendered: RenderedClip, result, j: int) -> torch.Tensor | None:
         """Per-pixel weight of frame ``j``: the repairer's confidence when it has one (real
         reprojected pixels teach more than invented ones); for the weight-free fill, only the holes
         of the clip it was given (alpha below ``unreliable_alpha`` or no depth): it returns the
         render elsewhere, and where the render shows anything its smooth guess scores below the
         render (fox 68x120, masked 1/2: supervising every pixel it filled, alpha < 0.5, 15.58 dB
-        against 15.70 plain); None (every pixel counts fully) for a model that repaints the frame."""
+        against 15.70 plain); None (every pixel counts fully) for a model that repaints the frame.
+
+        With ``remove_background`` a pixel also weighs at least the background's share of it
+        (1 - alpha): the clip showed the surface without the background, so that share is what
+        the repair changed there (fox, masked 1/2: fill 18.53 -> 19.32 dB; every pixel at weight
+        1, the render teaching itself too, 19.25)."""
         from genfusion.fusion.expansion import unreliable_mask
 
+        clip = rendered.clip
         confidence = getattr(result, "confidence", None)
         if confidence is not None:
-            return torch.nan_to_num(confidence[j].float(), nan=0.0).clamp(0, 1)
-        if result.repairer == "fallback":
-            return unreliable_mask(clip.alpha[j], clip.depth[j], self.config.unreliable_alpha).float()
-        return None
+            weight = torch.nan_to_num(confidence[j].float(), nan=0.0).clamp(0, 1)
+        elif result.repairer == "fallback":
+            weight = unreliable_mask(clip.alpha[j], clip.depth[j], self.config.unreliable_alpha).float()
+        else:
+            return None
+        if self.config.remove_background:
+            alpha = rendered.rendered_alpha[j].float()  # not the seen alpha the repairer may get
+            shown_through = 1 - torch.nan_to_num(alpha, nan=0.0).clamp(0, 1)
+            weight = torch.maximum(weight, shown_through)
+        return weight
 
-    def _generated_view(self, camera: Camera, clip: RepairClip, result, j: int, name: str) -> GeneratedView:
+    def _generated_view(
+        self, camera: Camera, rendered: RenderedClip, result, j: int, name: str
+    ) -> GeneratedView:
         from genfusion.splat.cameras import camera_tensors
 
         viewmats, Ks = camera_tensors([camera], "cpu")
         depth = result.depth[j].clamp_min(0) if self.config.generated_depth else None
-        weight = self._generated_weight(clip, result, j)
+        weight = self._generated_weight(rendered, result, j)
         return GeneratedView(
             name=name,
             viewmat=viewmats[0],

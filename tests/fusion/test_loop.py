@@ -59,13 +59,14 @@ def test_masked_rounds_feed_the_trainer_and_write_their_folders(synthetic, tmp_p
 
 
 def test_the_fill_supervises_only_the_pixels_it_filled(synthetic, tmp_path):  # noqa: F811
-    """The weight-free fill returns the render unchanged where it was reliable; those pixels get
-    weight 0 (no self-distillation) and a frame with nothing filled is not added at all."""
+    """Without ``remove_background`` the weight-free fill returns the render unchanged where it was
+    reliable; those pixels get weight 0 (no self-distillation) and a frame with nothing filled is
+    not added at all."""
     scene, images = synthetic
     events = []
     loop = FusionLoop(
-        scene, fusion_config(), tmp_path / "run", progress=events.append, repairer=FallbackRepairer(),
-        images=images,
+        scene, fusion_config(remove_background=False), tmp_path / "run", progress=events.append,
+        repairer=FallbackRepairer(), images=images,
     )  # fmt: skip
     loop.run()
     rounds = [e for e in events if e.stage == "fusion.round"]
@@ -75,6 +76,53 @@ def test_the_fill_supervises_only_the_pixels_it_filled(synthetic, tmp_path):  # 
     for event in rounds:
         skipped = event.metrics["views"] - event.metrics["used_views"]
         assert (skipped > 0) == any("nothing to repair" in w for w in event.payload["warnings"])
+
+
+def test_generated_views_show_the_surface_without_the_background(synthetic, tmp_path):  # noqa: F811
+    """With ``remove_background`` (the default) a generated view shows the colour of the surface
+    where the black background showed through partly transparent splats, and each pixel weighs at
+    least the background's share of it (1 - alpha); holes still weigh 1."""
+    from genfusion.fusion.expansion import unreliable_mask
+
+    scene, images = synthetic
+    config = fusion_config()
+    assert config.remove_background
+    loop = FusionLoop(scene, config, tmp_path / "run", repairer=FallbackRepairer(), images=images)
+    loop.trainer.train(until=config.rounds[0])
+    cameras = loop.novel_cameras(0)
+    renders = [loop.trainer.render(c) for c in cameras]
+    loop.run_round(0)
+    views = loop.trainer.generated.views
+    assert len(views) == len(cameras)
+    partial_pixels = 0
+    for j, out in enumerate(renders):
+        view = views[f"r00_{j:03d}"]
+        alpha, rgb = out.alpha[0, ..., 0].detach(), out.rgb[0].detach().clamp(0, 1)
+        depth = torch.where(alpha > 0, out.depth[0, ..., 0], torch.zeros_like(alpha)).detach()
+        holes = unreliable_mask(alpha, depth, config.unreliable_alpha).float()
+        assert torch.allclose(view.weight, torch.maximum(holes, 1 - alpha), atol=1e-5)
+        # where the fill kept the render (alpha >= 0.5) it shows rgb / alpha: the surface colour
+        kept = (alpha >= 0.5) & (alpha < 0.98) & (rgb / alpha[..., None] < 0.99).all(-1)
+        partial_pixels += int(kept.sum())
+        expected = rgb / alpha[..., None]
+        assert torch.allclose(view.image[kept], expected[kept], atol=1e-4)
+        assert bool((view.image[kept].sum(-1) > rgb[kept].sum(-1)).all())  # brighter than the render
+    assert partial_pixels > 20  # the tiny run does leave the background showing through
+
+
+def test_surface_colour_takes_the_background_out():
+    from genfusion.fusion.clips import surface_colour
+
+    generator = torch.Generator().manual_seed(0)
+    surface = torch.rand(8, 9, 3, generator=generator)
+    alpha = torch.rand(8, 9, generator=generator).clamp_min(0.05)
+    alpha[0, 0] = 0.0  # nothing renders: the pixel keeps the composite (a hole for the repairer)
+    background = torch.tensor([0.2, 0.5, 1.0])
+    composite = surface * alpha[..., None] + background * (1 - alpha[..., None])
+    shown = surface_colour(composite, alpha, background)
+    assert torch.allclose(shown[1:], surface[1:], atol=1e-5)
+    assert torch.allclose(shown[0, 1:], surface[0, 1:], atol=1e-5)
+    assert torch.equal(shown[0, 0], composite[0, 0])
 
 
 def test_cancelled_run_resumes_from_its_last_round(synthetic, tmp_path):  # noqa: F811
