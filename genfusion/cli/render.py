@@ -86,10 +86,12 @@ def run(args: argparse.Namespace) -> int:
             yield from (to_uint8(frame) for frame in rgb)
             return
         alpha = torch.from_numpy(np.stack([b[2] for b in batch]))
-        # the repairer sees the surface's own colour: the black background showing through partly
-        # transparent splats is repaired like a hole (as in the fusion loop's clips)
+        # a weight-free repairer sees the surface's own colour: the black background showing
+        # through partly transparent splats is repaired like a hole (as in the fusion loop's
+        # clips); the diffusion model was fine-tuned on raw renders and gets them
+        shown = rgb if "diffusion" in repairer.name else surface_colour(rgb, alpha, torch.zeros(3))
         clip = RepairClip(
-            rgb=surface_colour(rgb, alpha, torch.zeros(3)),
+            rgb=shown,
             depth=torch.from_numpy(np.stack([b[1] for b in batch])),
             alpha=alpha,
         )

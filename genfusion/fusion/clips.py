@@ -71,6 +71,14 @@ class ClipRenderer:
             return self.config.observed_alpha
         return "diffusion" in getattr(self.repairer, "name", "")
 
+    @property
+    def removes_background(self) -> bool:
+        """Whether clips show the surface without the background (``remove_background``;
+        automatic: unless the diffusion model repairs, which was fine-tuned on raw renders)."""
+        if self.config.remove_background is not None:
+            return self.config.remove_background
+        return "diffusion" not in getattr(self.repairer, "name", "")
+
     def render(self, cameras: list[Camera]) -> RenderedClip:
         """The clip the repairer gets for ``cameras`` (colour, depth 0 where nothing renders, alpha,
         the nearest training photo, the cameras) and the seen alpha of each frame for the map."""
@@ -100,7 +108,7 @@ class ClipRenderer:
     def shown_colour(self, rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """[H, W, 3] the colour a repairer is shown: with ``remove_background``, the colour of the
         surface itself, the run's background taken out where the splats let it through."""
-        if not self.config.remove_background:
+        if not self.removes_background:
             return rgb.clamp(0, 1)
         background = self.trainer.background.to(rgb.device)
         return surface_colour(rgb, alpha, background)

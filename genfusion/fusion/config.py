@@ -94,8 +94,10 @@ class FusionConfig:
     min_seen_share: float = 0.5  # less of a pixel's opacity than this from seen Gaussians: unreliable
     # a real scene has no empty pixel: where partly transparent splats let the background through,
     # clips show the surface's own colour (un-premultiplied) and each generated pixel weighs at
-    # least the background's share of it (1 - alpha); off for captures whose background is empty
-    remove_background: bool = True  # repair the background showing through splats, not only holes
+    # least the background's share of it (1 - alpha). Off for captures whose background is empty
+    # (objects on a blank backdrop); None: on for the weight-free repairers, off for the diffusion
+    # model (it was fine-tuned on raw renders, background included)
+    remove_background: bool | None = None  # repair the background showing through splats too
     align_alpha: float = 0.4  # generated depth is aligned to the rendered one where alpha exceeds this
     event_image_size: int = 96  # long side (pixels) of the frames sent with round events
     snapshot_every_s: float = 2.0  # at most one splat snapshot event per this many seconds (viewer)

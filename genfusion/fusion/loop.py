@@ -348,7 +348,7 @@ class FusionLoop:
             weight = unreliable_mask(clip.alpha[j], clip.depth[j], self.config.unreliable_alpha).float()
         else:
             return None
-        if self.config.remove_background:
+        if self.clips.removes_background:
             alpha = rendered.rendered_alpha[j].float()  # not the seen alpha the repairer may get
             shown_through = 1 - torch.nan_to_num(alpha, nan=0.0).clamp(0, 1)
             weight = torch.maximum(weight, shown_through)

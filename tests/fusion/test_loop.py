@@ -86,8 +86,8 @@ def test_generated_views_show_the_surface_without_the_background(synthetic, tmp_
 
     scene, images = synthetic
     config = fusion_config()
-    assert config.remove_background
     loop = FusionLoop(scene, config, tmp_path / "run", repairer=FallbackRepairer(), images=images)
+    assert config.remove_background is None and loop.clips.removes_background  # automatic: on
     loop.trainer.train(until=config.rounds[0])
     cameras = loop.novel_cameras(0)
     renders = [loop.trainer.render(c) for c in cameras]
