@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 
 from genfusion.data.geometry import intrinsics_matrix, qvec_to_rotmat, validate_pose
-from genfusion.data.types import Camera, Scene
+from genfusion.data.types import Camera, PointTracks, Scene
 from genfusion.errors import GenFusionError
 
 # model id -> (name, number of parameters), as in COLMAP's sensor/models.h
@@ -68,6 +68,7 @@ class ColmapModel:
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (P, 3) xyz
     colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))  # (P, 3) RGB
     point_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (P,) point ids
+    tracks: list[np.ndarray] = field(default_factory=list)  # per point, the image ids that saw it
 
 
 def find_model_dir(root: Path) -> Path | None:
@@ -147,16 +148,18 @@ def read_images_binary(path: Path) -> dict[int, ColmapImage]:
     return images
 
 
-def read_points3d_binary(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points are parsed from one in-memory buffer (unpack_from per point): big models have
-    hundreds of thousands of them, and per-point file reads would dominate."""
+def read_points3d_binary(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(xyz, rgb, ids, tracks: the image ids that saw each point). Points are parsed from one
+    in-memory buffer (unpack_from per point): big models have hundreds of thousands of them, and
+    per-point file reads would dominate."""
     data = path.read_bytes()
     if len(data) < 8:
         with open(path, "rb") as fid:
             _read(fid, "Q", path)  # raises the truncation error
     (count,) = struct.unpack_from("<Q", data, 0)
     record = struct.Struct("<QdddBBBdQ")
-    track_entry = struct.calcsize("<ii")  # (image id, point2D idx) per observation: unused
+    track_entry = struct.calcsize("<ii")  # (image id, point2D idx) per observation
+    tracks: list[np.ndarray] = []
     ids = np.zeros(count, np.int64)
     xyz = np.zeros((count, 3))
     rgb = np.zeros((count, 3), np.uint8)
@@ -165,14 +168,19 @@ def read_points3d_binary(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
         for i in range(count):
             values = record.unpack_from(data, offset)
             ids[i], xyz[i], rgb[i] = values[0], values[1:4], values[4:7]
-            offset += record.size + values[8] * track_entry
+            start, length = offset + record.size, values[8]
+            if start + length * track_entry > len(data):
+                raise struct.error("truncated track")
+            entries = np.frombuffer(data, "<i4", count=2 * length, offset=start)
+            tracks.append(np.unique(entries[0::2]).astype(np.int64))
+            offset = start + length * track_entry
     except struct.error:
         offset = len(data) + 1
     if offset > len(data):
         with open(path, "rb") as fid:
             fid.seek(len(data))
             _read(fid, "Q", path)  # raises the truncation error
-    return xyz, rgb, ids
+    return xyz, rgb, ids, tracks
 
 
 # ------------------------------------------------------------------------------------- text
@@ -239,15 +247,17 @@ def read_images_text(path: Path) -> dict[int, ColmapImage]:
     return images
 
 
-def read_points3d_text(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_points3d_text(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(xyz, rgb, ids, tracks): a line is ``id x y z r g b error (image_id point2d_idx)*``."""
     rows = _text_lines(path)
     try:
         ids = np.array([int(r[0]) for r in rows], np.int64)
         xyz = np.array([[float(v) for v in r[1:4]] for r in rows]).reshape(-1, 3)
         rgb = np.array([[int(v) for v in r[4:7]] for r in rows], np.uint8).reshape(-1, 3)
+        tracks = [np.unique(np.array([int(v) for v in r[8::2]], np.int64)) for r in rows]
     except (ValueError, IndexError) as err:
         raise _text_error(path, str(err)) from None
-    return xyz, rgb, ids
+    return xyz, rgb, ids, tracks
 
 
 def read_model(model_dir: Path) -> ColmapModel:
@@ -262,12 +272,12 @@ def read_model(model_dir: Path) -> ColmapModel:
     if ext == ".bin":
         cameras = read_cameras_binary(model_dir / "cameras.bin")
         images = read_images_binary(model_dir / "images.bin")
-        xyz, rgb, ids = read_points3d_binary(model_dir / "points3D.bin")
+        xyz, rgb, ids, tracks = read_points3d_binary(model_dir / "points3D.bin")
     else:
         cameras = read_cameras_text(model_dir / "cameras.txt")
         images = read_images_text(model_dir / "images.txt")
-        xyz, rgb, ids = read_points3d_text(model_dir / "points3D.txt")
-    return ColmapModel(cameras, images, xyz, rgb, ids)
+        xyz, rgb, ids, tracks = read_points3d_text(model_dir / "points3D.txt")
+    return ColmapModel(cameras, images, xyz, rgb, ids, tracks)
 
 
 # --------------------------------------------------------------------------- camera models
@@ -358,10 +368,19 @@ def read_colmap_scene(root: Path, model_dir: Path | None = None) -> Scene:
             )
         )
     has_points = len(model.points) > 0
+    tracks = None
+    if has_points and len(model.tracks) == len(model.points):
+        # image ids -> indices of the name-sorted cameras (ids of images not loaded are dropped)
+        by_name = sorted(model.images.values(), key=lambda im: im.name)
+        index_of = {image.image_id: k for k, image in enumerate(by_name)}
+        tracks = PointTracks.from_lists(
+            [[index_of[i] for i in track.tolist() if i in index_of] for track in model.tracks]
+        )
     return Scene(
         cameras=cameras,
         root=root,
         format="colmap",
         points=model.points if has_points else None,
         point_colors=(model.colors.astype(np.float32) / 255.0) if has_points else None,
+        point_tracks=tracks,
     )

@@ -142,6 +142,33 @@ def sparse_split(scene: Scene, n_views: int, *, every: int = HOLDOUT_EVERY) -> S
     return Split(train=sorted(candidates[i] for i in order), test=test, method="farthest-point")
 
 
+def points_seen_by(scene: Scene, indices: list[int]) -> np.ndarray:
+    """(P,) bool: which of ``scene``'s sparse points the cameras ``indices`` saw.
+
+    The sparse-view protocol starts only from points its training views saw (method.md: points
+    triangulated with the test views would hand the run their geometry). With COLMAP's tracks a
+    point is seen when one of those cameras observed it; without tracks (triangulated
+    ``sparse_pc.ply``, formats that store none) when it lies in front of one of them and projects
+    inside its image, the closest test possible without the photos' matches.
+    """
+    if not scene.has_points:
+        return np.zeros(0, bool)
+    if scene.point_tracks is not None and len(scene.point_tracks) == len(scene.points):
+        return scene.point_tracks.seen_count(indices) > 0
+    points = np.asarray(scene.points, np.float64)
+    seen = np.zeros(len(points), bool)
+    for i in indices:
+        camera = scene.cameras[i]
+        world_to_camera = np.linalg.inv(camera.camtoworld)
+        local = points @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+        z = local[:, 2]
+        front = z > 1e-9
+        pixels = (local[:, :2] / np.where(front, z, 1.0)[:, None]) @ camera.K[:2, :2].T + camera.K[:2, 2]
+        inside = (pixels[:, 0] >= 0) & (pixels[:, 0] <= camera.width) & (pixels[:, 1] >= 0)
+        seen |= front & inside & (pixels[:, 1] <= camera.height)
+    return seen
+
+
 def _bounce(position: float, span: int) -> float:
     """Fold an unbounded coordinate into [0, span], reflecting at both ends (a triangle wave)."""
     if span <= 0:

@@ -110,6 +110,48 @@ class Camera:
 
 
 @dataclass
+class PointTracks:
+    """Which cameras observed each sparse point (COLMAP's tracks), as compressed rows: point ``p``
+    was seen by the cameras ``cameras[offsets[p]:offsets[p + 1]]`` (indices into
+    ``Scene.cameras``)."""
+
+    offsets: np.ndarray  # (P + 1,) int64, start of each point's row in ``cameras``
+    cameras: np.ndarray  # (T,) int64 camera indices, one per observation
+
+    @classmethod
+    def from_lists(cls, rows: list[np.ndarray] | list[list[int]]) -> PointTracks:
+        lengths = np.array([len(r) for r in rows], np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if not len(rows):
+            return cls(offsets, np.zeros(0, np.int64))
+        return cls(offsets, np.concatenate([np.asarray(r, np.int64) for r in rows]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def seen_count(self, camera_indices: list[int] | np.ndarray) -> np.ndarray:
+        """(P,) how many of ``camera_indices`` observed each point."""
+        chosen = np.isin(self.cameras, np.asarray(camera_indices, np.int64))
+        counts = np.concatenate([[0], np.cumsum(chosen)])
+        return counts[self.offsets[1:]] - counts[self.offsets[:-1]]
+
+    def select_points(self, keep: np.ndarray) -> PointTracks:
+        """The tracks of the points where ``keep`` (bool, (P,)) is True."""
+        rows = [self.cameras[self.offsets[p] : self.offsets[p + 1]] for p in np.flatnonzero(keep)]
+        return PointTracks.from_lists(rows)
+
+    def renumber_cameras(self, indices: list[int]) -> PointTracks:
+        """The tracks after ``Scene.subset(indices)``: camera ``indices[k]`` becomes ``k`` and
+        observations by cameras left out are dropped."""
+        new_index = np.full(int(max(self.cameras.max(initial=-1), max(indices, default=-1))) + 1, -1)
+        new_index[np.asarray(indices, np.int64)] = np.arange(len(indices))
+        mapped = new_index[self.cameras]
+        kept = mapped >= 0
+        counts = np.concatenate([[0], np.cumsum(kept)])
+        return PointTracks(counts[self.offsets].astype(np.int64), mapped[kept].astype(np.int64))
+
+
+@dataclass
 class Scene:
     """A set of posed cameras plus optional sparse geometry, as read from a capture."""
 
@@ -118,6 +160,7 @@ class Scene:
     format: str  # detected source format: "colmap", "transforms", "llff", ...
     points: np.ndarray | None = None  # (P, 3) float64 sparse points (SfM) in world coordinates
     point_colors: np.ndarray | None = None  # (P, 3) float32 in [0, 1], colours of ``points``
+    point_tracks: PointTracks | None = None  # which cameras saw each point (COLMAP), when known
     near_far: np.ndarray | None = None  # (N, 2) per-camera depth bounds when the format has them
     aabb_scale: float | None = None  # instant-ngp's scene-extent hint, when present
     missing_images: list[str] = field(default_factory=list)  # files the pose file names but lacks
@@ -156,7 +199,9 @@ class Scene:
         return pts.min(axis=0), pts.max(axis=0)
 
     def subset(self, indices: list[int] | np.ndarray) -> Scene:
-        """A scene with only the given cameras (points kept as they are)."""
+        """A scene with only the given cameras (points kept as they are, their tracks renumbered
+        to the new camera order)."""
         idx = [int(i) for i in indices]
         near_far = self.near_far[idx] if self.near_far is not None else None
-        return replace(self, cameras=[self.cameras[i] for i in idx], near_far=near_far)
+        tracks = self.point_tracks.renumber_cameras(idx) if self.point_tracks is not None else None
+        return replace(self, cameras=[self.cameras[i] for i in idx], near_far=near_far, point_tracks=tracks)

@@ -127,6 +127,22 @@ def scene_to_start_from(
     return scene_with_points(scene, required=init_points == "triangulate", progress=progress)
 
 
+def keep_points_seen_by(scene: Scene, train_ids: list[int]) -> tuple[Scene, str]:
+    """``scene`` with only the sparse points its training views ``train_ids`` saw
+    (:func:`genfusion.data.splits.points_seen_by`), and a note saying how many were kept. The
+    sparse-view protocol's start (method.md); none seen leaves no points (random start)."""
+    from genfusion.data.splits import points_seen_by
+
+    seen = points_seen_by(scene, train_ids)
+    how = "tracks" if scene.point_tracks is not None else "in view"
+    note = f"{int(seen.sum())} of {len(seen)} points seen by the {len(train_ids)} training views ({how})"
+    if not seen.any():
+        return replace(scene, points=None, point_colors=None, point_tracks=None), note
+    colors = scene.point_colors[seen] if scene.point_colors is not None else None
+    tracks = scene.point_tracks.select_points(seen) if scene.point_tracks is not None else None
+    return replace(scene, points=scene.points[seen], point_colors=colors, point_tracks=tracks), note
+
+
 def nearest_neighbour_distance(points: np.ndarray, k: int = 3) -> np.ndarray:
     """Mean distance of each point to its ``k`` nearest other points (never zero)."""
     if len(points) < 2:

@@ -49,6 +49,7 @@ from genfusion.splat.gaussians import (
     create_optimizers,
     create_splats,
     initial_points,
+    keep_points_seen_by,
     learning_rates,
     means_lr_at,
     scene_scale_of,
@@ -129,6 +130,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         # a capture without sparse points gets them triangulated at its poses (init_points)
         start = scene_to_start_from(scene, config.init_points, photos=images is None, progress=progress)
+        sparse_note = ""
+        if config.split.startswith("sparse") and start.has_points:
+            start, sparse_note = keep_points_seen_by(start, self.train_ids)
         points, colors, self.init_note = initial_points(
             start.subset(self.train_ids),
             random_count=config.init_random_points,
@@ -139,6 +143,8 @@ class Trainer:
         )
         if start.has_points and not scene.has_points:
             self.init_note = start.notes[-1].rstrip(".")  # triangulated: how many, from what
+        if sparse_note:
+            self.init_note = f"{self.init_note}; {sparse_note}"
         # refuse before decoding images or allocating Gaussians
         check_training_memory(
             num_gaussians=max(len(points), 1),

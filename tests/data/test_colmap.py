@@ -62,11 +62,21 @@ def _pycolmap_model(folder: Path) -> pycolmap.Reconstruction:
         )
         rotation = Rotation.random(random_state=camera_id).as_quat()  # x, y, z, w
         pose = pycolmap.Rigid3d(pycolmap.Rotation3d(rotation), rng.normal(size=3))
-        image = pycolmap.Image(name=f"view_{camera_id:02d}.png", camera_id=camera_id, image_id=camera_id * 10)
+        keypoints = pycolmap.Point2DList([pycolmap.Point2D(rng.uniform(0, 90, 2)) for _ in range(80)])
+        image = pycolmap.Image(
+            name=f"view_{camera_id:02d}.png", camera_id=camera_id, image_id=camera_id * 10, points2D=keypoints
+        )
         rec.add_image_with_trivial_frame(image, pose)
         cv2.imwrite(str(folder / "images" / image.name), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    image_ids = sorted(rec.images)
+    free = dict.fromkeys(image_ids, 0)  # next unused keypoint of each image
     for _ in range(40):
-        rec.add_point3D(rng.normal(size=3), pycolmap.Track(), rng.integers(0, 255, 3).astype(np.uint8))
+        track = pycolmap.Track()  # 1-3 images (image id, keypoint index), the first one twice
+        chosen = [int(i) for i in rng.choice(image_ids, size=int(rng.integers(1, 4)), replace=False)]
+        for image_id in [*chosen, chosen[0]]:
+            track.add_element(image_id, free[image_id])
+            free[image_id] += 1
+        rec.add_point3D(rng.normal(size=3), track, rng.integers(0, 255, 3).astype(np.uint8))
     return rec
 
 
@@ -98,9 +108,17 @@ def test_parser_agrees_with_pycolmap(tmp_path: Path, kind: str):
     ids = sorted(rec.points3D)
     np.testing.assert_allclose(ours.points[order], [rec.points3D[i].xyz for i in ids], atol=1e-12)
     np.testing.assert_array_equal(ours.colors[order], [rec.points3D[i].color for i in ids])
+    for k, point_id in zip(order, ids, strict=True):  # tracks: the image ids that saw each point
+        expected = sorted({e.image_id for e in rec.points3D[point_id].track.elements})
+        assert ours.tracks[k].tolist() == expected
 
     scene = load_scene(tmp_path, undistort=False, cache_dir=tmp_path / "cache")
     assert scene.format == "colmap" and len(scene) == 6 and len(scene.points) == 40
+    # tracks as indices of the name-sorted cameras (view_01 .. view_06 have image ids 10 .. 60)
+    tracks = scene.point_tracks
+    for k in range(len(scene.points)):
+        cameras = tracks.cameras[tracks.offsets[k] : tracks.offsets[k + 1]]
+        assert [int(scene.cameras[c].name[5:7]) * 10 for c in cameras] == ours.tracks[k].tolist()
     for cam in scene.cameras:  # camtoworld is the inverse of COLMAP's cam_from_world
         image = rec.find_image_with_name(cam.name)
         world_from_cam = image.cam_from_world().inverse()

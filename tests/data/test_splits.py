@@ -137,3 +137,56 @@ def test_masked_split_rejects_odd_fractions():
     scene = _synthetic_scene(10, 96, 54)
     with pytest.raises(GenFusionError, match="1/2 or 1/4"):
         masked_split(scene, 0.3)
+
+
+def _facing(direction: float) -> Camera:
+    """A 100x80 camera at the origin looking along +z (1) or -z (-1)."""
+    pose = np.eye(4)
+    if direction < 0:
+        pose[:3, :3] = np.diag([-1.0, 1.0, -1.0])  # turned half a circle about y
+    K = np.array([[50.0, 0, 50.0], [0, 50.0, 40.0], [0, 0, 1]])
+    return Camera(camtoworld=pose, K=K, width=100, height=80, image_path=Path("x.png"), name="x.png")
+
+
+def test_point_tracks_count_select_and_renumber():
+    from genfusion.data.types import PointTracks
+
+    tracks = PointTracks.from_lists([[0, 2], [1], [3, 4], []])
+    assert tracks.seen_count([0, 1]).tolist() == [1, 1, 0, 0]
+    assert tracks.seen_count([2, 3, 4]).tolist() == [1, 0, 2, 0]
+    picked = tracks.select_points(np.array([True, False, True, True]))
+    assert picked.seen_count([0]).tolist() == [1, 0, 0] and picked.seen_count([4]).tolist() == [0, 1, 0]
+    scene = Scene(cameras=[_facing(1)] * 5, root=Path("."), format="colmap",
+                  points=np.zeros((4, 3)), point_tracks=tracks)  # fmt: skip
+    renumbered = scene.subset([4, 0, 2]).point_tracks  # camera 4 -> 0, 0 -> 1, 2 -> 2; 1, 3 dropped
+    rows = [renumbered.cameras[renumbered.offsets[p] : renumbered.offsets[p + 1]].tolist() for p in range(4)]
+    assert rows == [[1, 2], [], [0], []]
+
+
+def test_sparse_start_keeps_the_points_the_training_views_saw():
+    """Without tracks a point counts as seen when it lies in front of a training camera and inside
+    its image; with COLMAP's tracks only observations count (a point in view but never matched is
+    dropped). The Trainer's helper drops the rest and says how many it kept."""
+    from genfusion.data.splits import points_seen_by
+    from genfusion.data.types import PointTracks
+    from genfusion.splat.gaussians import keep_points_seen_by
+
+    ahead = np.array([[0.0, 0.0, 5.0], [1.0, -0.5, 4.0], [30.0, 0.0, 5.0]])  # the last is off-image
+    behind = ahead * np.array([1.0, 1.0, -1.0])
+    points = np.concatenate([ahead, behind])
+    scene = Scene(cameras=[_facing(1), _facing(-1)], root=Path("."), format="transforms", points=points,
+                  point_colors=np.linspace(0, 1, 18).reshape(6, 3).astype(np.float32))  # fmt: skip
+    assert points_seen_by(scene, [0]).tolist() == [True, True, False, False, False, False]
+    assert points_seen_by(scene, [1]).tolist() == [False, False, False, True, True, False]
+    assert points_seen_by(scene, [0, 1]).sum() == 4
+    kept, note = keep_points_seen_by(scene, [1])
+    np.testing.assert_array_equal(kept.points, behind[:2])
+    np.testing.assert_array_equal(kept.point_colors, scene.point_colors[3:5])
+    assert note == "2 of 6 points seen by the 1 training views (in view)"
+    tracked = Scene(cameras=scene.cameras, root=Path("."), format="colmap", points=points,
+                    point_tracks=PointTracks.from_lists([[0], [1], [0], [1], [1], [0, 1]]))  # fmt: skip
+    assert points_seen_by(tracked, [0]).tolist() == [True, False, True, False, False, True]
+    kept, note = keep_points_seen_by(tracked, [0])
+    assert len(kept.points) == 3 and kept.point_tracks.seen_count([0]).tolist() == [1, 1, 1]
+    unseen, note = keep_points_seen_by(tracked, [])
+    assert unseen.points is None and note.startswith("0 of 6")

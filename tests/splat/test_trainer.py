@@ -219,3 +219,22 @@ def test_fern_training_views_psnr(fern_dir):
     print(f"fern training-view PSNR {before:.2f} -> {after:.2f} dB")
     # measured: 12.6 -> ~23 dB (densification grows 1,000 Gaussians to the 5,000 cap)
     assert after > 20.0 and after > before + 8.0, (before, after)
+
+
+def test_sparse_views_start_from_the_points_their_training_views_saw(synthetic):
+    """method.md's sparse-view protocol: points only test views could have seen are left out."""
+    from dataclasses import replace
+
+    from genfusion.data.splits import points_seen_by
+
+    scene, images = synthetic
+    gen = np.random.default_rng(0)
+    points = gen.uniform(-6, 6, (400, 3))  # around and far beyond the ring: some in no training view
+    scene = replace(scene, points=points, point_colors=np.full((400, 3), 0.5, np.float32))
+    trainer = Trainer(scene, tiny_config(split="sparse3", max_gaussians=1000), images=images)
+    seen = points_seen_by(scene, trainer.train_ids)
+    assert 0 < seen.sum() < len(points)  # the test means something: some points are dropped
+    assert trainer.num_gaussians == int(seen.sum())
+    assert f"{int(seen.sum())} of 400 points seen by the 3 training views" in trainer.init_note
+    holdout = Trainer(scene, tiny_config(split="holdout4", max_gaussians=1000), images=images)
+    assert holdout.num_gaussians == 400  # other protocols keep every point
