@@ -406,7 +406,11 @@ def test_the_loop_passes_cameras_refreshes_photos_and_weights_by_confidence(synt
     last = spy.results[-1]
     views = list(loop.trainer.generated.views.values())
     assert all(v.weight is not None for v in views)
-    assert torch.allclose(views[-1].weight.cpu(), last.confidence[-1])
+    # the confidence, raised to the background's share where the splats let it through
+    # (remove_background, on without the diffusion model; the clip's alpha is the rendered one)
+    expected = torch.maximum(last.confidence[-1], 1 - clip.alpha[-1].clamp(0, 1))
+    assert torch.allclose(views[-1].weight.cpu(), expected, atol=1e-6)
+    assert bool((expected > last.confidence[-1]).any())  # both terms matter in this scene
     # the events show the repairer's unreliable map
     rounds = [e for e in events if e.stage == "fusion.round"]
     assert rounds[-1].metrics["unreliable_before"] > 0
