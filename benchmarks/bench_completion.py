@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from genfusion.data import load_scene  # noqa: E402
 from genfusion.data.types import Camera  # noqa: E402
 from genfusion.export.ply import read_ply  # noqa: E402
+from genfusion.export.splats import sh_degree_of  # noqa: E402
 from genfusion.fusion.clips import ClipRenderer  # noqa: E402
 from genfusion.fusion.config import FusionConfig, resolve  # noqa: E402
 from genfusion.fusion.expansion import unreliable_mask  # noqa: E402
@@ -51,10 +52,11 @@ def holes_along(ply_path: Path, cameras: list[Camera], method: str) -> dict[str,
     """Share of path pixels where the exported splats render nothing (alpha < 0.1 or no depth),
     the worst view's share, and the mean alpha."""
     splats = read_ply(ply_path)
+    degree = sh_degree_of(splats)
     shares, alphas = [], []
     for camera in cameras:
         viewmat, K = camera_tensors([camera], "cpu")
-        out = render_splats(splats, viewmat, K, camera.width, camera.height, mode=method)
+        out = render_splats(splats, viewmat, K, camera.width, camera.height, sh_degree=degree, mode=method)
         alpha = out.alpha[0, ..., 0]
         depth = torch.where(alpha > 0, out.depth[0, ..., 0], torch.zeros_like(alpha))
         shares.append(float(unreliable_mask(alpha, depth).float().mean()))
