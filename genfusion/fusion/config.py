@@ -79,10 +79,11 @@ class FusionConfig:
     lambda_reg: float | None = None  # peak weight of the generated views in the loss; None = the mode's
     keep_previous: bool = False  # keep earlier rounds' views (weights x previous_decay per round) too
     previous_decay: float = 0.5  # with keep_previous: weight factor per round of age
-    # auto: the capture's photos reprojected first, then the diffusion model when installed, else the
-    # weight-free fill (reproject+diffusion / reproject+fallback); reproject: photos only (unseen
-    # pixels keep the render); diffusion / fallback: that model alone, on the raw renders
-    repairer: RepairerKind = "auto"  # auto: photos reprojected, then diffusion if installed, else the fill
+    # auto: the capture's photos reprojected first, then the diffusion model when installed
+    # (reproject+diffusion), else the weight-free fill alone (fallback: it scored at least as well as
+    # reproject+fallback on every capture measured); reproject: photos only (unseen pixels keep the
+    # render); diffusion / fallback: that model alone, on the raw renders
+    repairer: RepairerKind = "auto"  # auto: photos reprojected, then diffusion if installed; else the fill
     weights_dir: str = "checkpoints/genfusion-repair"  # folder of the converted repair model
     generated_depth: bool = True  # supervise the generated views' depth (scale-and-shift invariant)
     expansion: bool | None = None  # add Gaussians where renders are unreliable; None = the mode's

@@ -215,9 +215,13 @@ def make_repairer(
 
     - ``"auto"``: the best available chain: reprojection of the capture's photos, then the
       diffusion model when its folder in ``weights_dir`` is complete and loads
-      (``reproject+diffusion``), otherwise the weight-free fill (``reproject+fallback``). Without
-      a photo bank or clip cameras the reprojection stage passes clips straight on, so "auto" is
-      safe for callers that have neither.
+      (``reproject+diffusion``); otherwise the weight-free fill alone (``fallback``), which
+      scored at least as well as reprojection + fill on every capture measured (masked 1/2,
+      ``benchmarks/bench_fusion.py``: demo fox 19.32 vs 19.31 dB, fox with COLMAP's points 19.26
+      vs 19.19, fern 14.67 vs 14.20): where other windows saw a pixel, the run's own render is
+      already better than their colours carried over through its depth. Without a photo bank or
+      clip cameras the reprojection stage passes clips straight on, so "auto" is safe for
+      callers that have neither.
     - ``"diffusion"`` / ``"fallback"``: that model alone.
     - ``"reproject"``: reprojection alone (pixels no photo sees keep the render, low confidence);
       ``"reproject+diffusion"`` / ``"reproject+fallback"``: with that second stage.
@@ -263,7 +267,10 @@ def make_repairer(
             f"the repair model in {weights_dir} loaded: real photos first, the model for what no photo saw",
         )
     else:
-        repairer = chain(fallback(reason), f"{reason}, so the weight-free fill repairs what no photo saw")
+        repairer = fallback(
+            f"{reason}, so the weight-free fill repairs (without the model, reprojecting the photos "
+            "first scored no better: --repairer reproject+fallback)"
+        )
         logger.warning("repairer: %s", repairer.description)
         return repairer
     logger.info("repairer: %s", repairer.description)

@@ -22,7 +22,7 @@ def test_auto_without_weights_falls_back_and_says_why(tmp_path, caplog):
     missing = tmp_path / "nothing-here"
     with caplog.at_level(logging.WARNING):
         repairer = make_repairer("auto", weights_dir=missing)
-    assert repairer.name == "reproject+fallback"  # the best chain without weights
+    assert repairer.name == "fallback"  # the best chain without weights (bench_fusion.py)
     assert str(missing) in repairer.description and "does not exist" in repairer.description
     assert any("fallback" in r.getMessage() or "weight-free" in r.getMessage() for r in caplog.records)
 
@@ -46,7 +46,7 @@ def test_partial_folder_lists_the_missing_parts(tmp_path):
         make_repairer("diffusion", weights_dir=folder)
     assert "vae/config.json" in str(err.value) and "image_proj/config.json" in str(err.value)
     auto = make_repairer("auto", weights_dir=folder)
-    assert auto.name == "reproject+fallback" and "vae/config.json" in auto.description
+    assert auto.name == "fallback" and "vae/config.json" in auto.description
 
 
 def test_complete_but_corrupt_folder(tmp_path):
@@ -64,7 +64,7 @@ def test_complete_but_corrupt_folder(tmp_path):
     (folder / "model_index.json").write_text("{broken json")
     assert checkpoint_problems(folder) == []
     auto = make_repairer("auto", weights_dir=folder)
-    assert auto.name == "reproject+fallback" and "failed to load" in auto.description
+    assert auto.name == "fallback" and "failed to load" in auto.description
     with pytest.raises(GenFusionError, match="failed to load"):
         make_repairer("diffusion", weights_dir=folder)
 
