@@ -22,6 +22,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from genfusion.data import load_scene  # noqa: E402
+from genfusion.data.camera_path import write_camera_path  # noqa: E402
 from genfusion.data.types import Camera  # noqa: E402
 from genfusion.export.ply import read_ply  # noqa: E402
 from genfusion.export.splats import sh_degree_of  # noqa: E402
@@ -37,6 +39,7 @@ from genfusion.fusion.clips import ClipRenderer  # noqa: E402
 from genfusion.fusion.config import FusionConfig, resolve  # noqa: E402
 from genfusion.fusion.expansion import unreliable_mask  # noqa: E402
 from genfusion.fusion.loop import FusionLoop  # noqa: E402
+from genfusion.fusion.trajectory import look_further_path  # noqa: E402
 from genfusion.generation.fallback import FallbackRepairer  # noqa: E402
 from genfusion.splat.cameras import camera_tensors  # noqa: E402
 from genfusion.splat.render import render_splats  # noqa: E402
@@ -72,13 +75,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene", type=Path, default=DEMO)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: reproducible)")
+    parser.add_argument(
+        "--path",
+        choices=("orbit", "further"),
+        default="orbit",
+        help="orbit: the 48-view orbit at the cameras' distance; further: the capture's own path "
+        "backed away to twice its distance, so what lies around it comes into view",
+    )
+    parser.add_argument(
+        "--remove-background", choices=("auto", "on", "off"), default="auto", help="FusionConfig field"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = FusionConfig(mode="complete", budget="preview", path="orbit")
+    remove = {"auto": None, "on": True, "off": False}[args.remove_background]
+    base = FusionConfig(mode="complete", budget="preview", path="orbit", remove_background=remove)
     base.reconstruct.device = "cpu"
     cache = Path(tempfile.gettempdir()) / "genfusion-bench-cache"
     probe = load_scene(args.scene, cache_dir=cache / "full")
+    if args.path == "further":  # a user path: the camera_path.json a viewer would have drawn
+        path_file = Path(tempfile.mkdtemp()) / "camera_path.json"
+        write_camera_path(path_file, look_further_path(probe.cameras, 48, distance_scale=2.0))
+        base = replace(base, path="file", camera_path=str(path_file))
     config = resolve(base, explicit={"device"}, long_side=max(max(c.width, c.height) for c in probe.cameras))
     scene = load_scene(
         args.scene,
@@ -99,6 +117,8 @@ def main() -> None:
         path = loop.novel_cameras(0)
         results.update(
             scene=args.scene.name,
+            path=args.path,
+            remove_background=args.remove_background,
             resolution=[scene.cameras[0].width, scene.cameras[0].height],
             iterations=config.reconstruct.iterations,
             rounds=list(config.rounds),
