@@ -327,17 +327,12 @@ class FusionLoop:
         return report
 
     def _generated_weight(self, rendered: RenderedClip, result, j: int) -> torch.Tensor | None:
-        """Per-pixel weight of frame ``j``: the repairer's confidence when it has one (real
-        reprojected pixels teach more than invented ones); for the weight-free fill, only the holes
-        of the clip it was given (alpha below ``unreliable_alpha`` or no depth): it returns the
-        render elsewhere, and where the render shows anything its smooth guess scores below the
-        render (fox 68x120, masked 1/2: supervising every pixel it filled, alpha < 0.5, 15.58 dB
-        against 15.70 plain); None (every pixel counts fully) for a model that repaints the frame.
-
-        With ``remove_background`` a pixel also weighs at least the background's share of it
-        (1 - alpha): the clip showed the surface without the background, so that share is what
-        the repair changed there (fox, masked 1/2: fill 18.53 -> 19.32 dB; every pixel at weight
-        1, the render teaching itself too, 19.25)."""
+        """Per-pixel weight of frame ``j``: the repairer's confidence when it has one; for the
+        weight-free fill the clip's holes (alpha below ``unreliable_alpha`` or no depth: elsewhere
+        its smooth guess scores below the render); None (all pixels) for a model that repaints.
+        With ``remove_background`` at least the background's share of the pixel (1 - alpha), the
+        part the repair changed (fox, masked 1/2: fill 18.53 -> 19.32 dB; weight 1 everywhere,
+        the render teaching itself too: 19.25)."""
         from genfusion.fusion.expansion import unreliable_mask
 
         clip = rendered.clip
