@@ -159,7 +159,7 @@ def points_seen_by(scene: Scene, indices: list[int]) -> np.ndarray:
     seen = np.zeros(len(points), bool)
     for i in indices:
         camera = scene.cameras[i]
-        world_to_camera = np.linalg.inv(camera.camtoworld)
+        world_to_camera = camera.worldtocam
         local = points @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
         z = local[:, 2]
         front = z > 1e-9

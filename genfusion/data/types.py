@@ -137,8 +137,10 @@ class PointTracks:
 
     def select_points(self, keep: np.ndarray) -> PointTracks:
         """The tracks of the points where ``keep`` (bool, (P,)) is True."""
-        rows = [self.cameras[self.offsets[p] : self.offsets[p + 1]] for p in np.flatnonzero(keep)]
-        return PointTracks.from_lists(rows)
+        keep = np.asarray(keep, bool)
+        lengths = np.diff(self.offsets)
+        offsets = np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64)
+        return PointTracks(offsets, self.cameras[np.repeat(keep, lengths)])
 
     def renumber_cameras(self, indices: list[int]) -> PointTracks:
         """The tracks after ``Scene.subset(indices)``: camera ``indices[k]`` becomes ``k`` and
