@@ -109,7 +109,8 @@ def main() -> None:
         start = time.perf_counter()
         plain.train()
         plain_seconds = time.perf_counter() - start
-        write_run(Path(tmp) / "plain", plain, plain.evaluate())
+        plain_evaluation = plain.evaluate()
+        write_run(Path(tmp) / "plain", plain, plain_evaluation)
         loop = FusionLoop(scene, config, Path(tmp) / "fused")
         start = time.perf_counter()
         metrics = loop.run()
@@ -136,7 +137,7 @@ def main() -> None:
             },
             plain={
                 "seconds": round(plain_seconds, 1),
-                "psnr": plain.evaluate(keep_renders=False).mean("psnr"),
+                "psnr": plain_evaluation.mean("psnr"),
                 "num_gaussians": plain.num_gaussians,
                 # the same map on the plain splats: what the rounds had to start from at the end
                 "unreliable": round(

@@ -62,6 +62,11 @@ class ClipRenderer:
         self._seen: torch.Tensor | None = None  # [N] seen weight per Gaussian
 
     @property
+    def _diffusion_repairs(self) -> bool:
+        """Whether the diffusion model is in the repairer chain (the automatic choices below)."""
+        return "diffusion" in getattr(self.repairer, "name", "")
+
+    @property
     def repairs_unseen(self) -> bool:
         """Whether repairers get the seen alpha (unseen fog as a hole): as ``observed_alpha`` says;
         automatic (None): only when the diffusion model repairs. The weight-free fill over unseen
@@ -69,7 +74,7 @@ class ClipRenderer:
         15.05 dB with it, 15.72 dB without; the fill alone 15.63 against 15.70)."""
         if self.config.observed_alpha is not None:
             return self.config.observed_alpha
-        return "diffusion" in getattr(self.repairer, "name", "")
+        return self._diffusion_repairs
 
     @property
     def removes_background(self) -> bool:
@@ -77,7 +82,7 @@ class ClipRenderer:
         automatic: unless the diffusion model repairs, which was fine-tuned on raw renders)."""
         if self.config.remove_background is not None:
             return self.config.remove_background
-        return "diffusion" not in getattr(self.repairer, "name", "")
+        return not self._diffusion_repairs
 
     def render(self, cameras: list[Camera]) -> RenderedClip:
         """The clip the repairer gets for ``cameras`` (colour, depth 0 where nothing renders, alpha,
